@@ -1,0 +1,71 @@
+"""GET /v1/models and /v1/models/{name}: what each served model accepts and how it was evaluated."""
+from __future__ import annotations
+
+from fastapi import APIRouter
+
+from app.api.deps import RegistryDep, SettingsDep
+from app.api.routes.predict import ModelName
+from app.api.schemas import ErrorBody, Limits, ModelInfo, ModelList, Preprocessing
+from app.config import Settings
+from app.serving import ModelRegistry, ServedModel
+
+router = APIRouter(tags=["models"])
+
+
+@router.get("/v1/models", response_model=ModelList, summary="List the served models")
+async def list_models(registry: RegistryDep, settings: SettingsDep) -> ModelList:
+    assert registry.default_name is not None
+    return ModelList(
+        default=registry.default_name,
+        models=[model_info(m, registry, settings) for m in registry.models.values()],
+    )
+
+
+@router.get(
+    "/v1/models/{name}",
+    response_model=ModelInfo,
+    responses={404: {"model": ErrorBody, "description": "No such model."}},
+    summary="Describe one model",
+)
+async def get_model(name: ModelName, registry: RegistryDep, settings: SettingsDep) -> ModelInfo:
+    return model_info(registry.get(name), registry, settings)
+
+
+def model_info(model: ServedModel, registry: ModelRegistry, settings: Settings) -> ModelInfo:
+    spec = model.spec
+    encoders: dict[str, str] = {}
+    if spec.image:
+        encoders["image"] = spec.image.encoder
+    if spec.text:
+        encoders["text"] = f"{spec.text.encoder} over {spec.text.tokenizer.type} tokens"
+    if spec.audio:
+        encoders["audio"] = "log-mel + cnn"
+    return ModelInfo(
+        name=model.name,
+        version=spec.version,
+        description=spec.description,
+        default=model.name == registry.default_name,
+        labels=list(spec.labels),
+        modalities=list(spec.ordered_modalities),
+        encoders=encoders,
+        fusion=spec.fusion.type,
+        parameters=model.parameter_count,
+        device=str(model.predictor.device),
+        temperature=spec.temperature,
+        preprocessing=Preprocessing(
+            image_size=spec.image.size if spec.image else None,
+            image_channels=spec.image.channels if spec.image else None,
+            sample_rate=spec.audio.sample_rate if spec.audio else None,
+            clip_seconds=spec.audio.clip_seconds if spec.audio else None,
+            max_text_tokens=spec.text.max_tokens if spec.text else None,
+            tokenizer=spec.text.tokenizer.type if spec.text else None,
+        ),
+        limits=Limits(
+            max_body_bytes=settings.max_body_bytes,
+            max_part_bytes=settings.max_part_bytes,
+            max_image_pixels=settings.max_image_pixels,
+            max_audio_seconds=settings.max_audio_seconds,
+            max_text_chars=settings.max_text_chars,
+        ),
+        metrics=model.metrics,
+    )

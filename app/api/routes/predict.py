@@ -1,0 +1,153 @@
+"""POST /v1/predict and /v1/models/{name}/predict: multipart image/text/audio in, probabilities out."""
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable
+from typing import Annotated, Any, TypeVar
+
+import numpy as np
+from fastapi import APIRouter, Path, Query, Request, Response
+
+from app.api.deps import RegistryDep, SettingsDep
+from app.api.multipart import FormLimits, read_form
+from app.api.schemas import ErrorBody, PredictResponse, Timing, TopEntry
+from app.config import Settings
+from app.decoding import DecodeLimits
+from app.model.spec import MODALITIES
+from app.serving import Prediction, RawInputs, ServedModel
+
+router = APIRouter(tags=["predict"])
+T = TypeVar("T")
+
+_FILE = {"type": "string", "format": "binary", "contentMediaType": "application/octet-stream"}
+PREDICT_BODY: dict[str, Any] = {
+    "requestBody": {
+        "required": True,
+        "description": "Any non-empty subset of the three fields. An empty part counts as not sent.",
+        "content": {
+            "multipart/form-data": {
+                "schema": {
+                    "type": "object",
+                    "properties": {
+                        "image": {
+                            **_FILE,
+                            "description": "Image file: JPEG, PNG, WebP, GIF (first frame), BMP or TIFF.",
+                        },
+                        "text": {"type": "string", "description": "UTF-8 text."},
+                        "audio": {
+                            **_FILE,
+                            "description": "Audio file: WAV (PCM/float), FLAC, OGG or MP3; any rate and channels.",
+                        },
+                    },
+                }
+            }
+        },
+    }
+}
+ERRORS: dict[int | str, dict[str, Any]] = {
+    code: {"model": ErrorBody, "description": text}
+    for code, text in {
+        400: "Malformed multipart body.",
+        404: "No such model.",
+        413: "A part, the body, the image's pixels, the audio's duration or the text is over its limit.",
+        415: "Not multipart/form-data, or a file that is not a supported image/audio.",
+        422: "No input, unknown field, corrupt file, or a modality the model does not accept.",
+        503: "Queue full (see Retry-After) or not ready.",
+        504: "The request waited too long in the queue.",
+    }.items()
+}
+TopK = Annotated[int, Query(ge=1, le=1000, description="How many labels to list in `top`.")]
+ModelName = Annotated[str, Path(description="A model name from GET /v1/models.", max_length=64)]
+
+
+@router.post(
+    "/v1/predict",
+    response_model=PredictResponse,
+    openapi_extra=PREDICT_BODY,
+    responses=ERRORS,
+    summary="Predict with the default model",
+)
+async def predict_default(
+    request: Request, registry: RegistryDep, settings: SettingsDep, top_k: TopK = 5
+) -> PredictResponse | Response:
+    return await _predict(request, registry.get(None), settings, top_k)
+
+
+@router.post(
+    "/v1/models/{name}/predict",
+    response_model=PredictResponse,
+    openapi_extra=PREDICT_BODY,
+    responses=ERRORS,
+    summary="Predict with a named model",
+)
+async def predict_named(
+    request: Request, name: ModelName, registry: RegistryDep, settings: SettingsDep, top_k: TopK = 5
+) -> PredictResponse | Response:
+    return await _predict(request, registry.get(name), settings, top_k)
+
+
+async def _predict(request: Request, model: ServedModel, settings: Settings, top_k: int) -> PredictResponse | Response:
+    arrived = time.perf_counter()
+    parts = await read_form(
+        request.headers.get("content-type"),
+        request.headers.get("content-length"),
+        request.stream(),
+        MODALITIES,
+        FormLimits(max_body_bytes=settings.max_body_bytes, max_part_bytes=settings.max_part_bytes),
+    )
+    raw = RawInputs(**{name: bytes(p.data) for name, p in parts.items() if p.data})
+    pool = request.app.state.preprocess_pool
+    outcome = await _unless_client_leaves(request, model.predict(raw, decode_limits(settings), pool))
+    if outcome is None:
+        return Response(status_code=499)  # nginx's "client closed request"; nobody reads it
+    return _response(model, outcome, top_k, arrived)
+
+
+def decode_limits(settings: Settings) -> DecodeLimits:
+    return DecodeLimits(
+        max_image_pixels=settings.max_image_pixels,
+        max_audio_seconds=settings.max_audio_seconds,
+        max_text_chars=settings.max_text_chars,
+    )
+
+
+async def _unless_client_leaves(request: Request, work: Awaitable[T]) -> T | None:
+    """Run `work`; if the client disconnects first, cancel it (a queued request is then skipped) and return None."""
+    task = asyncio.ensure_future(work)
+    watcher = asyncio.ensure_future(_disconnected(request))
+    try:
+        await asyncio.wait({task, watcher}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        watcher.cancel()
+    if task.done():
+        return task.result()
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+    return None
+
+
+async def _disconnected(request: Request) -> None:
+    # The body has been read, so the next ASGI message can only be the disconnect.
+    while (await request.receive())["type"] != "http.disconnect":
+        pass
+
+
+def _response(model: ServedModel, p: Prediction, top_k: int, arrived: float) -> PredictResponse:
+    labels = model.spec.labels
+    probs = p.probabilities
+    order = np.argsort(-probs, kind="stable")[: min(top_k, len(labels))]
+    return PredictResponse(
+        model=model.name,
+        version=model.spec.version,
+        probabilities={label: float(v) for label, v in zip(labels, probs)},
+        top=[TopEntry(label=labels[i], probability=float(probs[i])) for i in order],
+        modalities=list(p.modalities),
+        timing=Timing(
+            preprocess_ms=round(p.preprocess_ms, 3),
+            queue_ms=round(p.queue_ms, 3),
+            inference_ms=round(p.compute_ms, 3),
+            total_ms=round((time.perf_counter() - arrived) * 1e3, 3),
+            batch_size=p.batch_size,
+        ),
+    )

@@ -1,0 +1,82 @@
+"""Response bodies of the HTTP API (they are what /docs shows)."""
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+
+class ErrorDetail(BaseModel):
+    code: str = Field(description="Stable machine-readable error code.", examples=["unsupported_media_type"])
+    message: str = Field(description="What went wrong and what to change.")
+    request_id: str | None = Field(None, description="Quote it when reporting a problem.")
+
+
+class ErrorBody(BaseModel):
+    error: ErrorDetail
+
+
+class TopEntry(BaseModel):
+    label: str
+    probability: float
+
+
+class Timing(BaseModel):
+    preprocess_ms: float = Field(description="Decoding and preprocessing of this request.")
+    queue_ms: float = Field(description="Time waiting for the model (batch formation included).")
+    inference_ms: float = Field(description="Forward pass of the batch this request ran in.")
+    total_ms: float = Field(description="From the request's arrival to the response.")
+    batch_size: int = Field(description="How many requests shared the forward pass.")
+
+
+class PredictResponse(BaseModel):
+    model: str
+    version: str
+    probabilities: dict[str, float] = Field(description="Calibrated probability of every label; they sum to 1.")
+    top: list[TopEntry] = Field(description="The `top_k` most probable labels, most probable first.")
+    modalities: list[str] = Field(description="The inputs the prediction used.")
+    timing: Timing
+
+
+class Preprocessing(BaseModel):
+    image_size: int | None = None
+    image_channels: int | None = None
+    sample_rate: int | None = None
+    clip_seconds: float | None = None
+    max_text_tokens: int | None = None
+    tokenizer: str | None = None
+
+
+class Limits(BaseModel):
+    max_body_bytes: int
+    max_part_bytes: int
+    max_image_pixels: int
+    max_audio_seconds: float
+    max_text_chars: int
+
+
+class ModelInfo(BaseModel):
+    name: str
+    version: str
+    description: str
+    default: bool
+    labels: list[str]
+    modalities: list[str]
+    encoders: dict[str, str]
+    fusion: str
+    parameters: int
+    device: str
+    temperature: float
+    preprocessing: Preprocessing
+    limits: Limits
+    metrics: dict[str, Any] = Field(description="Evaluation metrics from the model's card (metrics.json).")
+
+
+class ModelList(BaseModel):
+    default: str
+    models: list[ModelInfo]
+
+
+class Health(BaseModel):
+    status: str
+    models: list[str] = []

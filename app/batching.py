@@ -1,0 +1,235 @@
+"""Dynamic batching on asyncio, blind to what the payloads are.
+
+Requests wait in a bounded queue; one collector task forms batches and runs them, one at a time, on a single
+inference thread. While the model is busy, arrivals pile up and become the next batch, so batch size follows load
+with no added wait. When the model is idle the batch goes at once, unless arrivals are coming faster than
+`max_wait` (measured), in which case it waits up to `max_wait` after its oldest request for company.
+
+Every admitted request gets exactly one answer: its result; DeadlineExceeded if it was still queued at its
+deadline (never computed); ModelFailure if its batch raised; NotReady if the batcher was stopped before it ran.
+A request whose caller went away (its awaiting task was cancelled) is skipped.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+from collections import deque
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Generic, Protocol, TypeVar
+
+from app.errors import DeadlineExceeded, ModelFailure, NotReady, Overloaded
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+
+@dataclass(frozen=True, slots=True)
+class BatchConfig:
+    max_batch_size: int = 32
+    max_wait_s: float = 0.002
+    max_queue_size: int = 256
+    timeout_s: float = 10.0
+
+
+@dataclass(frozen=True, slots=True)
+class BatchResult(Generic[R]):
+    """One request's output and how it was served."""
+
+    value: R
+    queue_ms: float
+    compute_ms: float
+    batch_size: int
+
+
+class BatchObserver(Protocol):
+    """Receives what the batcher does (for metrics)."""
+
+    def batch_done(self, size: int, queue_waits_s: Sequence[float], compute_s: float) -> None: ...
+
+    def rejected(self, reason: str) -> None: ...
+
+    def queue_depth(self, depth: int) -> None: ...
+
+
+class _NullObserver:
+    def batch_done(self, size: int, queue_waits_s: Sequence[float], compute_s: float) -> None:
+        pass
+
+    def rejected(self, reason: str) -> None:
+        pass
+
+    def queue_depth(self, depth: int) -> None:
+        pass
+
+
+class _Pending(Generic[T, R]):
+    __slots__ = ("payload", "future", "admitted", "deadline", "timer", "dispatched")
+
+    def __init__(self, payload: T, future: asyncio.Future[BatchResult[R]], admitted: float, deadline: float) -> None:
+        self.payload = payload
+        self.future = future
+        self.admitted = admitted
+        self.deadline = deadline
+        self.timer: asyncio.TimerHandle | None = None
+        self.dispatched = False
+
+
+class DynamicBatcher(Generic[T, R]):
+    """Collects submitted payloads into batches for `handler(list[T]) -> list[R]`, run on one worker thread."""
+
+    def __init__(
+        self,
+        handler: Callable[[list[T]], list[R]],
+        config: BatchConfig,
+        *,
+        name: str = "model",
+        observer: BatchObserver | None = None,
+    ) -> None:
+        self._handler = handler
+        self.config = config
+        self.name = name
+        self._observer: BatchObserver = observer or _NullObserver()
+        self._queue: deque[_Pending[T, R]] = deque()
+        self._wakeup = asyncio.Event()
+        self._executor: ThreadPoolExecutor | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._closing = False
+        self._last_arrival: float | None = None
+        self._gap_s = math.inf  # moving average of the time between arrivals
+        self._item_compute_s = 0.0  # moving average of compute time per request
+        self.batches_run = 0
+
+    @property
+    def queue_depth(self) -> int:
+        return len(self._queue)
+
+    def start(self) -> None:
+        """Start the collector; call from the running event loop."""
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"infer-{self.name}")
+        self._task = asyncio.get_running_loop().create_task(self._collect(), name=f"batcher-{self.name}")
+
+    async def submit(self, payload: T) -> BatchResult[R]:
+        """Queue one payload and wait for its result; raises Overloaded at once when the queue is full."""
+        if self._closing or self._task is None:
+            raise NotReady("the service is shutting down or not started; retry on another replica")
+        if len(self._queue) >= self.config.max_queue_size:
+            self._observer.rejected("queue_full")
+            retry = max(1, math.ceil(len(self._queue) * self._item_compute_s))
+            raise Overloaded(
+                f"the request queue is full ({self.config.max_queue_size} waiting); retry after {retry} s",
+                headers={"Retry-After": str(retry)},
+            )
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        pending: _Pending[T, R] = _Pending(payload, loop.create_future(), now, now + self.config.timeout_s)
+        pending.timer = loop.call_at(pending.deadline, self._expire, pending)
+        self._note_arrival(now)
+        self._queue.append(pending)
+        self._observer.queue_depth(len(self._queue))
+        self._wakeup.set()
+        # Cancelling the caller cancels the future too, and the collector skips cancelled requests.
+        return await pending.future
+
+    async def stop(self, drain_timeout_s: float = 30.0) -> None:
+        """Stop admitting, finish every admitted request (up to the timeout), then stop the worker."""
+        self._closing = True
+        self._wakeup.set()
+        if self._task is not None:
+            try:
+                await asyncio.wait_for(asyncio.shield(self._task), drain_timeout_s)
+            except TimeoutError:
+                self._task.cancel()
+                await asyncio.gather(self._task, return_exceptions=True)
+        for pending in self._queue:
+            self._fail(pending, NotReady("the service shut down before this request could run; retry it"))
+        self._queue.clear()
+        if self._executor is not None:
+            self._executor.shutdown(wait=False, cancel_futures=True)
+
+    def _note_arrival(self, now: float) -> None:
+        if self._last_arrival is not None:
+            gap = now - self._last_arrival
+            self._gap_s = gap if math.isinf(self._gap_s) else 0.8 * self._gap_s + 0.2 * gap
+        self._last_arrival = now
+
+    def _expire(self, pending: _Pending[T, R]) -> None:
+        if not pending.dispatched and not pending.future.done():
+            self._observer.rejected("deadline")
+            pending.future.set_exception(
+                DeadlineExceeded(
+                    f"the request waited {self.config.timeout_s:g} s in the queue without being run; "
+                    "the service is overloaded, retry later"
+                )
+            )
+
+    def _take(self, n: int) -> list[_Pending[T, R]]:
+        taken: list[_Pending[T, R]] = []
+        while self._queue and len(taken) < n:
+            pending = self._queue.popleft()
+            if not pending.future.done():
+                taken.append(pending)
+        self._observer.queue_depth(len(self._queue))
+        return taken
+
+    async def _collect(self) -> None:
+        loop = asyncio.get_running_loop()
+        size = self.config.max_batch_size
+        while True:
+            batch = self._take(size)
+            if not batch:
+                if self._closing:
+                    return
+                self._wakeup.clear()
+                await self._wakeup.wait()
+                continue
+            if len(batch) < size and self._gap_s < self.config.max_wait_s and not self._closing:
+                until = batch[0].admitted + self.config.max_wait_s
+                while len(batch) < size and (remaining := until - loop.time()) > 0:
+                    self._wakeup.clear()
+                    try:
+                        await asyncio.wait_for(self._wakeup.wait(), remaining)
+                    except TimeoutError:
+                        pass
+                    batch += self._take(size - len(batch))
+            batch = [p for p in batch if not p.future.done()]
+            if batch:
+                await self._run(batch, loop)
+
+    async def _run(self, batch: list[_Pending[T, R]], loop: asyncio.AbstractEventLoop) -> None:
+        start = loop.time()
+        for p in batch:
+            p.dispatched = True
+            if p.timer is not None:
+                p.timer.cancel()
+        try:
+            outputs = await loop.run_in_executor(self._executor, self._handler, [p.payload for p in batch])
+            if len(outputs) != len(batch):
+                raise RuntimeError(f"handler returned {len(outputs)} outputs for {len(batch)} inputs")
+        except asyncio.CancelledError:
+            for p in batch:
+                self._fail(p, NotReady("the service shut down while this request ran; retry it"))
+            raise
+        except Exception:
+            log.exception("batch of %d failed in model %s", len(batch), self.name)
+            for p in batch:
+                self._fail(p, ModelFailure("the model failed on the batch holding this request; retry it"))
+            return
+        compute = loop.time() - start
+        self.batches_run += 1
+        self._item_compute_s = 0.8 * self._item_compute_s + 0.2 * compute / len(batch)
+        self._observer.batch_done(len(batch), [start - p.admitted for p in batch], compute)
+        for p, out in zip(batch, outputs):
+            if not p.future.done():
+                p.future.set_result(BatchResult(out, (start - p.admitted) * 1e3, compute * 1e3, len(batch)))
+
+    @staticmethod
+    def _fail(pending: _Pending[T, R], error: Exception) -> None:
+        if pending.timer is not None:
+            pending.timer.cancel()
+        if not pending.future.done():
+            pending.future.set_exception(error)

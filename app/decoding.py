@@ -1,0 +1,132 @@
+"""Untrusted bytes -> PIL image / waveform / text. The type is decided by content, and every limit is checked
+from the headers before any pixel or sample is decoded."""
+from __future__ import annotations
+
+import io
+import warnings
+from dataclasses import dataclass
+
+import numpy as np
+import soundfile as sf
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from app.errors import CorruptInput, PayloadTooLarge, UnsupportedMediaType
+
+# Pillow is only ever asked for these formats, so no other plugin (EPS via Ghostscript, say) can run.
+IMAGE_FORMATS = ("JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF")
+AUDIO_FORMATS = {"WAV": "WAV", "WAVEX": "WAV", "RF64": "WAV", "W64": "WAV", "FLAC": "FLAC", "OGG": "OGG", "MP3": "MP3"}
+MIN_SAMPLE_RATE = 1000
+MAX_SAMPLE_RATE = 384_000
+MAX_CHANNELS = 64
+
+
+@dataclass(frozen=True, slots=True)
+class DecodeLimits:
+    """What one request may contain; set from Settings."""
+
+    max_image_pixels: int = 40_000_000
+    max_audio_seconds: float = 60.0
+    max_text_chars: int = 10_000
+
+
+@dataclass(frozen=True, slots=True)
+class Waveform:
+    """Decoded audio: samples [frames, channels] float32 in [-1, 1] at `sample_rate` Hz."""
+
+    samples: np.ndarray
+    sample_rate: int
+
+
+def decode_image(data: bytes, limits: DecodeLimits) -> Image.Image:
+    """The first frame of a JPEG/PNG/WebP/GIF/BMP/TIFF, EXIF orientation applied, in its original mode."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            im = Image.open(io.BytesIO(data), formats=IMAGE_FORMATS)
+    except UnidentifiedImageError:
+        raise UnsupportedMediaType(
+            f"image: the file is not a supported image; send one of {', '.join(IMAGE_FORMATS)} "
+            "(the type is read from the file's content, not its name)"
+        ) from None
+    except Image.DecompressionBombError:
+        raise PayloadTooLarge(_too_many_pixels(limits)) from None
+    except Exception:  # noqa: BLE001 - any failure to parse untrusted bytes is the caller's corrupt file
+        raise CorruptInput("image: the file is corrupt or truncated; re-encode it and send it again") from None
+    width, height = im.size
+    if width < 1 or height < 1:
+        raise CorruptInput("image: the file declares an empty (0-pixel) image")
+    if width * height > limits.max_image_pixels:
+        raise PayloadTooLarge(_too_many_pixels(limits, width, height))
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            im.seek(0)
+            im.load()
+            return ImageOps.exif_transpose(im)
+    except Image.DecompressionBombError:
+        raise PayloadTooLarge(_too_many_pixels(limits)) from None
+    except Exception:  # noqa: BLE001 - see above
+        raise CorruptInput(
+            f"image: the {im.format} file is corrupt or truncated and could not be decoded; re-encode and send it again"
+        ) from None
+
+
+def _too_many_pixels(limits: DecodeLimits, width: int | None = None, height: int | None = None) -> str:
+    size = f" is {width}x{height} pixels and" if width else ""
+    return f"image:{size} exceeds the limit of {limits.max_image_pixels:,} pixels; downscale it before sending"
+
+
+def decode_audio(data: bytes, limits: DecodeLimits) -> Waveform:
+    """Decode WAV (any PCM/float width), FLAC, OGG or MP3; the declared length is checked before decoding."""
+    try:
+        f = sf.SoundFile(io.BytesIO(data))
+    except Exception:  # noqa: BLE001 - libsndfile raises several types for unknown content
+        raise UnsupportedMediaType(
+            "audio: the file is not a supported audio file; send WAV, FLAC, OGG or MP3 "
+            "(the type is read from the file's content, not its name)"
+        ) from None
+    with f:
+        if f.format not in AUDIO_FORMATS:
+            raise UnsupportedMediaType(f"audio: {f.format} files are not accepted; send WAV, FLAC, OGG or MP3")
+        if not MIN_SAMPLE_RATE <= f.samplerate <= MAX_SAMPLE_RATE:
+            raise CorruptInput(
+                f"audio: the file declares a sample rate of {f.samplerate} Hz; "
+                f"it must be between {MIN_SAMPLE_RATE} and {MAX_SAMPLE_RATE} Hz"
+            )
+        if not 1 <= f.channels <= MAX_CHANNELS:
+            raise CorruptInput(f"audio: the file declares {f.channels} channels; 1 to {MAX_CHANNELS} are accepted")
+        if f.frames <= 0:
+            raise CorruptInput("audio: the file holds no samples")
+        seconds = f.frames / f.samplerate
+        if seconds > limits.max_audio_seconds:
+            raise PayloadTooLarge(
+                f"audio: the file is {seconds:.1f} s long; the limit is {limits.max_audio_seconds:g} s, trim it first"
+            )
+        try:
+            samples = f.read(frames=f.frames, dtype="float32", always_2d=True)
+        except Exception:  # noqa: BLE001 - truncated or corrupt payload
+            raise CorruptInput("audio: the file is corrupt or truncated and could not be decoded") from None
+        rate = f.samplerate
+    if samples.shape[0] == 0:
+        raise CorruptInput("audio: the file is truncated: it declares samples but holds none")
+    if not np.isfinite(samples).all():
+        raise CorruptInput("audio: the file holds NaN or infinite samples")
+    return Waveform(samples=samples, sample_rate=rate)
+
+
+def decode_text(data: bytes | str, limits: DecodeLimits) -> str:
+    """Strict UTF-8 text; NUL characters and empty or whitespace-only texts are refused."""
+    if isinstance(data, bytes):
+        try:
+            text = data.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise CorruptInput(f"text: not valid UTF-8 (bad byte at offset {exc.start}); send UTF-8 text") from None
+    else:
+        text = data
+    if len(text) > limits.max_text_chars:
+        raise PayloadTooLarge(f"text: {len(text):,} characters; the limit is {limits.max_text_chars:,}")
+    if "\x00" in text:
+        raise CorruptInput("text: contains NUL characters; remove them")
+    if not text.strip():
+        raise CorruptInput("text: empty or only whitespace; send some text, or leave the field out")
+    return text

@@ -1,0 +1,77 @@
+"""Predictor: a loaded artifact on its device; batches of samples in, calibrated probabilities out."""
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import torch
+
+from app.collate import Sample, collate
+from app.model.artifact import Artifact
+from app.model.spec import MODALITIES, ArtifactSpec
+
+log = logging.getLogger(__name__)
+
+_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def resolve_device(name: str) -> torch.device:
+    """`auto` picks CUDA when available; asking for `cuda` without one is a startup error."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("FUSION_DEVICE=cuda but no CUDA device is available; use auto or cpu")
+    return torch.device(name)
+
+
+class Predictor:
+    """Runs the model. `predict` is called from one inference thread at a time."""
+
+    def __init__(self, artifact: Artifact, device: torch.device) -> None:
+        self.spec: ArtifactSpec = artifact.spec
+        self.device = device
+        self.model = artifact.model.to(device).eval()
+        self.temperature = float(self.spec.temperature)
+        self._autocast_dtype = _DTYPES[self.spec.dtype] if device.type == "cuda" else None
+        self.forward_passes = 0
+
+    def predict(self, samples: list[Sample]) -> list[np.ndarray]:
+        """Class probabilities (float32, summing to 1) for each sample, in order."""
+        batch = collate(samples)
+        if self.device.type == "cuda":
+            batch = batch.pin_memory().to(self.device, non_blocking=True)
+        with torch.inference_mode():
+            with torch.autocast(
+                device_type=self.device.type,
+                dtype=self._autocast_dtype or torch.float32,
+                enabled=self._autocast_dtype is not None and self._autocast_dtype != torch.float32,
+            ):
+                logits = self.model(batch)
+            probs = torch.softmax(logits.float() / self.temperature, dim=-1).cpu().numpy()
+            self.forward_passes += 1
+        return list(probs)
+
+    def example_sample(self, modalities: tuple[str, ...] | None = None) -> Sample:
+        """A synthetic sample of the right shapes (for warm-up), holding `modalities` (default: all of the model's)."""
+        spec = self.spec
+        wanted = modalities or spec.ordered_modalities
+        image = text = audio = None
+        if "image" in wanted and spec.image:
+            image = torch.zeros(spec.image.channels, spec.image.size, spec.image.size)
+        if "text" in wanted and spec.text:
+            text = torch.full((min(16, spec.text.max_tokens),), 2, dtype=torch.long)
+        if "audio" in wanted and spec.audio:
+            audio = torch.zeros(spec.audio.clip_samples)
+        return Sample(image=image, text=text, audio=audio)
+
+    def warmup(self, max_batch_size: int) -> None:
+        """Run every batch size up to `max_batch_size` once (and each single modality), so no request pays for
+        first-call allocation or kernel selection."""
+        for m in MODALITIES:
+            if m in self.spec.modalities:
+                self.predict([self.example_sample((m,))])
+        full = self.example_sample()
+        for size in range(1, max_batch_size + 1):
+            self.predict([full] * size)
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)

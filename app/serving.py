@@ -1,0 +1,190 @@
+"""The models being served and the request pipeline they share:
+raw parts -> decode/validate -> preprocess (thread pool) -> batcher -> predictor -> probabilities.
+
+Nothing here knows about HTTP.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from concurrent.futures import Executor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from app.batching import BatchConfig, BatchObserver, DynamicBatcher
+from app.collate import Sample
+from app.config import Settings
+from app.decoding import DecodeLimits, decode_audio, decode_image, decode_text
+from app.errors import ArtifactError, ModalityNotSupported, ModelNotFound, MissingInput
+from app.inference import Predictor, resolve_device
+from app.model.artifact import MODEL_NAME_RE, is_artifact_dir, load_artifact
+from app.model.spec import MODALITIES, ArtifactSpec, Modality
+from app.preprocessing import Preprocessor
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class RawInputs:
+    """One request's undecoded parts; None where the modality was not sent."""
+
+    image: bytes | None = None
+    text: bytes | str | None = None
+    audio: bytes | None = None
+
+    @property
+    def modalities(self) -> tuple[Modality, ...]:
+        return tuple(m for m in MODALITIES if getattr(self, m) is not None)
+
+
+@dataclass(frozen=True, slots=True)
+class Prediction:
+    """Calibrated probabilities (in label order) and how the request was served."""
+
+    probabilities: np.ndarray
+    modalities: tuple[Modality, ...]
+    preprocess_ms: float
+    queue_ms: float
+    compute_ms: float
+    batch_size: int
+
+
+@dataclass
+class ServedModel:
+    """One artifact, loaded and ready: its predictor, preprocessor and batcher."""
+
+    name: str
+    path: Path
+    spec: ArtifactSpec
+    predictor: Predictor
+    preprocessor: Preprocessor
+    batcher: DynamicBatcher[Sample, np.ndarray]
+    metrics: dict[str, Any] = field(default_factory=dict)
+    parameter_count: int = 0
+
+    def check_modalities(self, raw: RawInputs) -> None:
+        if not raw.modalities:
+            raise MissingInput(
+                f"no input given; send at least one of the fields {', '.join(self.spec.ordered_modalities)}"
+            )
+        unsupported = [m for m in raw.modalities if m not in self.spec.modalities]
+        if unsupported:
+            raise ModalityNotSupported(
+                f"model '{self.name}' does not accept {', '.join(unsupported)}; "
+                f"it accepts {', '.join(self.spec.ordered_modalities)}"
+            )
+
+    def prepare(self, raw: RawInputs, limits: DecodeLimits) -> Sample:
+        """Decode and preprocess one request (CPU work, run off the event loop). Raises InvalidInput subclasses."""
+        return self.preprocessor(
+            image=None if raw.image is None else decode_image(raw.image, limits),
+            text=None if raw.text is None else decode_text(raw.text, limits),
+            audio=None if raw.audio is None else decode_audio(raw.audio, limits),
+        )
+
+    async def predict(self, raw: RawInputs, limits: DecodeLimits, pool: Executor) -> Prediction:
+        """The whole pipeline for one request."""
+        self.check_modalities(raw)
+        loop = asyncio.get_running_loop()
+        t0 = time.perf_counter()
+        sample = await loop.run_in_executor(pool, self.prepare, raw, limits)
+        preprocess_ms = (time.perf_counter() - t0) * 1e3
+        result = await self.batcher.submit(sample)
+        return Prediction(
+            probabilities=result.value,
+            modalities=raw.modalities,
+            preprocess_ms=preprocess_ms,
+            queue_ms=result.queue_ms,
+            compute_ms=result.compute_ms,
+            batch_size=result.batch_size,
+        )
+
+
+class ModelRegistry:
+    """Every artifact folder under `models_dir`, each with its own batcher; one of them is the default."""
+
+    def __init__(self, settings: Settings, observer_factory: Any = None) -> None:
+        self.settings = settings
+        self.models: dict[str, ServedModel] = {}
+        self.default_name: str | None = None
+        self.device = resolve_device(settings.device)
+        self._observer_factory = observer_factory
+
+    def load(self) -> None:
+        """Load every artifact (raises ArtifactError naming the file at fault) and pick the default."""
+        root = self.settings.models_dir
+        if not root.is_dir():
+            raise ArtifactError(f"{root}: models directory not found (set FUSION_MODELS_DIR)")
+        folders = sorted(p for p in root.iterdir() if is_artifact_dir(p))
+        if not folders:
+            raise ArtifactError(f"{root}: no model artifacts found (each model is a folder with a config.json)")
+        for folder in folders:
+            self.models[folder.name] = self._load_one(folder)
+        wanted = self.settings.default_model
+        if wanted is not None:
+            if wanted not in self.models:
+                raise ArtifactError(
+                    f"FUSION_DEFAULT_MODEL={wanted!r} is not among the models in {root}: {', '.join(self.models)}"
+                )
+            self.default_name = wanted
+        elif len(self.models) == 1:
+            self.default_name = next(iter(self.models))
+        else:
+            raise ArtifactError(
+                f"{root} holds several models ({', '.join(self.models)}); set FUSION_DEFAULT_MODEL to choose one"
+            )
+
+    def _load_one(self, folder: Path) -> ServedModel:
+        artifact = load_artifact(folder)
+        predictor = Predictor(artifact, self.device)
+        s = self.settings
+        config = BatchConfig(
+            max_batch_size=s.max_batch_size,
+            max_wait_s=s.max_wait_ms / 1e3,
+            max_queue_size=s.max_queue_size,
+            timeout_s=s.request_timeout_s,
+        )
+        observer: BatchObserver | None = self._observer_factory(folder.name) if self._observer_factory else None
+        log.info("loaded model %s v%s from %s on %s", folder.name, artifact.spec.version, folder, self.device)
+        return ServedModel(
+            name=folder.name,
+            path=folder,
+            spec=artifact.spec,
+            predictor=predictor,
+            preprocessor=Preprocessor(artifact.spec),
+            # Looked up per batch, so a test can swap the predictor's method on a live service.
+            batcher=DynamicBatcher(lambda samples: predictor.predict(samples), config, name=folder.name, observer=observer),
+            metrics=artifact.metrics,
+            parameter_count=artifact.model.parameter_count(),
+        )
+
+    def warmup(self) -> None:
+        for model in self.models.values():
+            t0 = time.perf_counter()
+            model.predictor.warmup(self.settings.max_batch_size)
+            log.info("warmed up %s in %.2f s", model.name, time.perf_counter() - t0)
+
+    def start(self) -> None:
+        for model in self.models.values():
+            model.batcher.start()
+
+    async def stop(self) -> None:
+        await asyncio.gather(*(m.batcher.stop() for m in self.models.values()))
+
+    def get(self, name: str | None = None) -> ServedModel:
+        """The named model, or the default one; ModelNotFound otherwise."""
+        key = self.default_name if name is None else name
+        if key is None or not MODEL_NAME_RE.match(key) or key not in self.models:
+            raise ModelNotFound(f"no model named {name!r}; GET /v1/models lists the {len(self.models)} served")
+        return self.models[key]
+
+
+def configure_torch(settings: Settings) -> None:
+    """Thread count for the CPU forward pass (before any model runs)."""
+    if settings.torch_threads:
+        torch.set_num_threads(settings.torch_threads)

@@ -1,0 +1,258 @@
+"""`fusion-serve make-data`: generate the synthetic digits data set (image + text + audio per row).
+
+Each modality is degraded independently per sample, so any one of them alone is often useless
+while together they nearly always identify the digit.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import multiprocessing
+import os
+import time
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import soundfile as sf
+from PIL import Image
+from tqdm import tqdm
+
+from app.training import synth_audio, synth_image, synth_text
+from app.training.synth_audio import AudioNoise, UtteranceBank
+from app.training.synth_image import GlyphBank, ImageNoise
+from app.training.synth_text import TextNoise
+
+LABELS: tuple[str, ...] = tuple(str(digit) for digit in range(10))
+SPLIT_FRACTIONS: dict[str, float] = {"train": 0.8, "val": 0.1, "test": 0.1}
+# Ten consecutive rows of one label get 8 train, 1 val, 1 test, so every label is split 80/10/10.
+_SPLIT_PATTERN = ("train",) * 4 + ("val",) + ("train",) * 4 + ("test",)
+DEFAULT_OUT = Path("data/digits")
+DEFAULT_SIZE = 12000
+FORMAT_VERSION = 1
+# Independent random streams: SeedSequence(seed, spawn_key=(stream, ...)).
+_LABEL_STREAM, _SAMPLE_STREAM, _VOICE_STREAM = 0, 1, 2
+_PREFIXES: dict[str, type] = {"image": ImageNoise, "audio": AudioNoise, "text": TextNoise}
+
+
+@dataclass(frozen=True)
+class NoiseSettings:
+    """All per-modality noise settings; flat names are `<modality>_<field>`, e.g. `audio_snr_min`."""
+
+    image: ImageNoise = ImageNoise()
+    audio: AudioNoise = AudioNoise()
+    text: TextNoise = TextNoise()
+
+    @classmethod
+    def from_flat(cls, **settings: Any) -> NoiseSettings:
+        """Build from flat keyword names; unknown names raise TypeError."""
+        grouped: dict[str, dict[str, Any]] = {prefix: {} for prefix in _PREFIXES}
+        for name, value in settings.items():
+            prefix, _, rest = name.partition("_")
+            known = {f.name for f in dataclasses.fields(_PREFIXES[prefix])} if prefix in _PREFIXES else set()
+            if rest not in known:
+                raise TypeError(f"unknown noise setting {name!r}; known: {', '.join(sorted(flat_defaults()))}")
+            grouped[prefix][rest] = value
+        return cls(**{prefix: kind(**grouped[prefix]) for prefix, kind in _PREFIXES.items()})
+
+    def flat(self) -> dict[str, Any]:
+        """The settings under their flat names."""
+        return {
+            f"{prefix}_{name}": value
+            for prefix in _PREFIXES
+            for name, value in dataclasses.asdict(getattr(self, prefix)).items()
+        }
+
+
+def flat_defaults() -> dict[str, Any]:
+    """Every noise setting's flat name and default."""
+    return NoiseSettings().flat()
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Register the make-data options (output, size, seed, workers and one flag per noise setting)."""
+    parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="output folder (default: %(default)s)")
+    parser.add_argument("--size", type=int, default=DEFAULT_SIZE, help="number of rows (default: %(default)s)")
+    parser.add_argument("--seed", type=int, default=0, help="random seed (default: %(default)s)")
+    parser.add_argument("--workers", type=int, default=2, help="worker processes (default: %(default)s)")
+    group = parser.add_argument_group("noise settings")
+    for prefix, kind in _PREFIXES.items():
+        for f in dataclasses.fields(kind):
+            group.add_argument(
+                f"--{prefix}-{f.name.replace('_', '-')}",
+                dest=f"{prefix}_{f.name}",
+                type=type(f.default),
+                default=f.default,
+                help=f"{f.metadata.get('help', '')} (default: %(default)s)",
+            )
+
+
+def run(args: argparse.Namespace) -> Path:
+    """CLI entry: generate the data set described by `args` and print a summary."""
+    noise = {name: getattr(args, name) for name in flat_defaults()}
+    started = time.perf_counter()
+    manifest = generate(args.out, args.size, seed=args.seed, workers=args.workers, **noise)
+    info = json.loads((manifest.parent / "dataset.json").read_text())
+    splits = ", ".join(f"{count} {split}" for split, count in info["split_counts"].items())
+    print(
+        f"wrote {info['size']} rows ({splits}) to {manifest} in {time.perf_counter() - started:.1f} s; "
+        f"{len(info['image']['fonts'])} fonts, {len(info['audio']['voices'])} espeak-ng voices"
+    )
+    return manifest
+
+
+@dataclass(frozen=True)
+class _Context:
+    """What a worker needs to render samples; sent once per worker process."""
+
+    out_dir: Path
+    seed: int
+    id_width: int
+    noise: NoiseSettings
+    glyphs: GlyphBank
+    utterances: UtteranceBank
+
+
+_context: _Context | None = None
+
+
+def _init_worker(context: _Context) -> None:
+    global _context
+    _context = context
+
+
+def _sample_id(index: int, width: int) -> str:
+    return f"{index:0{width}d}"
+
+
+def _render_sample(task: tuple[int, int]) -> tuple[int, str]:
+    """Write one row's image and audio files; returns (index, caption)."""
+    index, label = task
+    context = _context
+    assert context is not None, "worker not initialised"
+    # One SeedSequence per sample (not per worker), split per modality, so the output does not
+    # depend on the worker count and one modality's settings do not shift another's randomness.
+    image_seed, audio_seed, text_seed = np.random.SeedSequence(
+        context.seed, spawn_key=(_SAMPLE_STREAM, index)
+    ).spawn(3)
+    sample_id = _sample_id(index, context.id_width)
+    image = synth_image.render_image(context.glyphs, label, np.random.default_rng(image_seed), context.noise.image)
+    Image.fromarray(image, mode="L").save(context.out_dir / "images" / f"{sample_id}.png")
+    clip = synth_audio.render_audio(context.utterances, label, np.random.default_rng(audio_seed), context.noise.audio)
+    sf.write(
+        context.out_dir / "audio" / f"{sample_id}.wav",
+        synth_audio.to_pcm16(clip),
+        synth_audio.SAMPLE_RATE,
+        subtype="PCM_16",
+    )
+    return index, synth_text.render_text(label, np.random.default_rng(text_seed), context.noise.text)
+
+
+def assign_labels_and_splits(size: int, seed: int) -> tuple[np.ndarray, list[str]]:
+    """Balanced labels in random order and a split per row, stratified 80/10/10 by label."""
+    rng = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(_LABEL_STREAM,)))
+    labels = rng.permutation(np.arange(size) % len(LABELS))
+    splits = [""] * size
+    position = 0
+    for label in range(len(LABELS)):
+        for index in rng.permutation(np.flatnonzero(labels == label)):
+            splits[index] = _SPLIT_PATTERN[position % len(_SPLIT_PATTERN)]
+            position += 1
+    return labels, splits
+
+
+def _render_all(context: _Context, tasks: list[tuple[int, int]], workers: int) -> list[str]:
+    captions = [""] * len(tasks)
+    progress = tqdm(total=len(tasks), desc="make-data", unit="row", disable=None)
+    if workers <= 1:
+        _init_worker(context)
+        results = map(_render_sample, tasks)
+        for index, caption in results:
+            captions[index] = caption
+            progress.update()
+    else:
+        # spawn, not fork: the caller may already hold threads (torch, tqdm) that fork would copy mid-state.
+        with multiprocessing.get_context("spawn").Pool(workers, _init_worker, (context,)) as pool:
+            for index, caption in pool.imap_unordered(_render_sample, tasks, chunksize=32):
+                captions[index] = caption
+                progress.update()
+    progress.close()
+    return captions
+
+
+def generate(out_dir: Path, size: int, seed: int = 0, workers: int = 2, **noise_settings: Any) -> Path:
+    """Generate `size` rows into `out_dir` and return the path of its `manifest.jsonl`.
+
+    `noise_settings` takes the flat names of NoiseSettings (e.g. `image_corrupt_prob=0.3`).
+    Raises EspeakNotFoundError when espeak-ng is not installed.
+    """
+    if size < 1:
+        raise ValueError(f"size must be at least 1, got {size}")
+    noise = NoiseSettings.from_flat(**noise_settings)
+    espeak = synth_audio.require_espeak()
+    out_dir = Path(out_dir)
+    manifest = out_dir / "manifest.jsonl"
+    for folder in ("images", "audio"):
+        (out_dir / folder).mkdir(parents=True, exist_ok=True)
+    # A manifest from an earlier run would describe files this run is about to overwrite.
+    manifest.unlink(missing_ok=True)
+
+    languages, variants = synth_audio.installed_voices(espeak)
+    voice_rng = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(_VOICE_STREAM,)))
+    voices = synth_audio.choose_voices(voice_rng, languages, variants, noise.audio.voices_per_language)
+    utterances = synth_audio.build_utterance_bank(espeak, voices, workers=workers)
+    glyphs = synth_image.build_glyph_bank()
+
+    labels, splits = assign_labels_and_splits(size, seed)
+    id_width = max(6, len(str(size - 1)))
+    context = _Context(out_dir, seed, id_width, noise, glyphs, utterances)
+    captions = _render_all(context, [(index, int(label)) for index, label in enumerate(labels)], workers)
+
+    rows = []
+    for index, (label, split, caption) in enumerate(zip(labels, splits, captions)):
+        sample_id = _sample_id(index, id_width)
+        rows.append(
+            {
+                "id": sample_id,
+                "image": f"images/{sample_id}.png",
+                "text": caption,
+                "audio": f"audio/{sample_id}.wav",
+                "label": LABELS[label],
+                "split": split,
+            }
+        )
+    info = {
+        "format_version": FORMAT_VERSION,
+        "task": "digits",
+        "labels": list(LABELS),
+        "seed": seed,
+        "size": size,
+        "split_fractions": SPLIT_FRACTIONS,
+        "split_counts": {split: sum(row["split"] == split for row in rows) for split in SPLIT_FRACTIONS},
+        "label_counts": {label: count for label, count in sorted(Counter(LABELS[i] for i in labels).items())},
+        "noise_settings": noise.flat(),
+        "image": {
+            "size": synth_image.IMAGE_SIZE,
+            "handwriting": "sklearn.datasets.load_digits (UCI optical digits, 8x8 upscaled)",
+            "fonts": list(glyphs.fonts),
+        },
+        "audio": {
+            "sample_rate": synth_audio.SAMPLE_RATE,
+            "clip_seconds": synth_audio.CLIP_SECONDS,
+            "espeak_ng": synth_audio.espeak_version(espeak),
+            "languages": languages,
+            "voices": [voice.as_dict() for voice in voices],
+        },
+        "text": {"digit_word_languages": list(synth_text.DIGIT_WORDS)},
+    }
+    (out_dir / "dataset.json").write_text(json.dumps(info, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    # Written last and renamed into place, so an interrupted run leaves no manifest that looks complete.
+    partial = manifest.with_suffix(".jsonl.partial")
+    with partial.open("w", encoding="utf-8") as handle:
+        for row in rows:
+            handle.write(json.dumps(row, ensure_ascii=False) + "\n")
+    os.replace(partial, manifest)
+    return manifest

@@ -1,0 +1,262 @@
+"""Synthetic 28x28 digit images: UCI handwriting and font glyphs, distorted and degraded per sample."""
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageFont
+from scipy import ndimage
+
+IMAGE_SIZE = 28
+# Glyphs are stored and distorted at twice the output resolution, so stroke-thickness changes and
+# rotations are finer than one output pixel; the result is box-downsampled at the end.
+_SCALE = 2
+_WORK = IMAGE_SIZE * _SCALE
+_BOX = 20 * _SCALE  # like MNIST: the digit fits a 20x20 box, centred by mass in the 28x28 frame
+FONT_DIRS: tuple[Path, ...] = (Path("/usr/share/fonts"),)
+_FONT_SUFFIXES = (".ttf", ".otf", ".ttc")
+_RENDER_PT = 96
+# A code point no font maps (Unicode noncharacter), so it renders as the font's .notdef glyph.
+_MISSING_CHAR = "\ufdd0"
+# Mean absolute difference (0..1) of two fonts' 28x28 digits below which they count as one design.
+_DUPLICATE_FONT_DISTANCE = 0.01
+
+
+@dataclass(frozen=True)
+class ImageNoise:
+    """Per-sample image degradation settings."""
+
+    corrupt_prob: float = field(
+        default=0.33, metadata={"help": "probability that an image is heavily degraded (mostly unreadable)"}
+    )
+    handwritten_prob: float = field(
+        default=0.5, metadata={"help": "probability of a UCI handwritten digit rather than a font glyph"}
+    )
+    distortion: float = field(
+        default=1.0, metadata={"help": "scale of the affine/elastic/noise distortion of the other images"}
+    )
+
+
+@dataclass(frozen=True)
+class GlyphBank:
+    """Centred source digits at working resolution (uint8, white on black) with their labels."""
+
+    glyphs: np.ndarray
+    labels: np.ndarray
+    handwritten: np.ndarray
+    fonts: tuple[str, ...]
+
+    def indices(self, label: int, handwritten: bool) -> np.ndarray:
+        """Indices of the glyphs of one digit from one source (falls back to any source)."""
+        mask = self.labels == label
+        chosen = np.flatnonzero(mask & (self.handwritten == handwritten))
+        return chosen if chosen.size else np.flatnonzero(mask)
+
+
+def _glyph_mask(font: ImageFont.FreeTypeFont, char: str) -> np.ndarray:
+    mask = font.getmask(char, mode="L")
+    width, height = mask.size
+    return np.asarray(mask, dtype=np.uint8).reshape(height, width)
+
+
+def _renders_digits(font: ImageFont.FreeTypeFont) -> bool:
+    """True when all ten digits have distinct, non-empty glyphs that are not the .notdef box."""
+    notdef = _glyph_mask(font, _MISSING_CHAR)
+    seen: set[bytes] = set()
+    for digit in "0123456789":
+        glyph = _glyph_mask(font, digit)
+        if glyph.size == 0 or glyph.max() == 0:
+            return False
+        if glyph.shape == notdef.shape and np.array_equal(glyph, notdef):
+            return False
+        seen.add(glyph.tobytes())
+    return len(seen) == 10
+
+
+def _centre(digit: np.ndarray) -> np.ndarray:
+    """Fit the ink's bounding box into the 20x20 box (aspect kept) and centre it by mass in the frame."""
+    ys, xs = np.nonzero(digit > 0.05 * digit.max())
+    crop = digit[ys.min() : ys.max() + 1, xs.min() : xs.max() + 1]
+    height, width = crop.shape
+    ratio = _BOX / max(height, width)
+    size = (max(1, round(width * ratio)), max(1, round(height * ratio)))
+    resized = Image.fromarray(crop.astype(np.float32), mode="F").resize(size, Image.Resampling.LANCZOS)
+    fitted = np.clip(np.asarray(resized), 0.0, None)
+    frame = np.zeros((_WORK, _WORK), dtype=np.float32)
+    top, left = (_WORK - size[1]) // 2, (_WORK - size[0]) // 2
+    frame[top : top + size[1], left : left + size[0]] = fitted
+    cy, cx = ndimage.center_of_mass(frame)
+    frame = ndimage.shift(frame, ((_WORK - 1) / 2 - cy, (_WORK - 1) / 2 - cx), order=1)
+    return np.clip(frame / max(frame.max(), 1e-6), 0.0, 1.0)
+
+
+def _to_uint8(frame: np.ndarray) -> np.ndarray:
+    return np.round(np.clip(frame, 0.0, 1.0) * 255).astype(np.uint8)
+
+
+def _font_digits(path: Path) -> np.ndarray | None:
+    """The ten centred digit glyphs of a font file, or None when it cannot render Latin digits."""
+    try:
+        font = ImageFont.truetype(str(path), _RENDER_PT)
+    except OSError:
+        return None
+    if not _renders_digits(font):
+        return None
+    return np.stack([_centre(_glyph_mask(font, str(digit)).astype(np.float32)) for digit in range(10)])
+
+
+def _uci_digits() -> tuple[np.ndarray, np.ndarray]:
+    """The 1797 UCI 8x8 handwritten digits, upscaled smoothly and centred like the font glyphs."""
+    from sklearn.datasets import load_digits
+
+    data = load_digits()
+    big = np.stack(
+        [
+            np.asarray(Image.fromarray(image, mode="F").resize((40, 40), Image.Resampling.BICUBIC))
+            for image in data.images.astype(np.float32) / 16.0
+        ]
+    )
+    big = ndimage.gaussian_filter(np.clip(big, 0.0, 1.0), (0, 1.2, 1.2))
+    # A soft threshold turns the blurred 8x8 blocks back into strokes.
+    strokes = np.clip((big - 0.4) / 0.3, 0.0, 1.0)
+    return np.stack([_centre(image) for image in strokes]), data.target.astype(np.int64)
+
+
+@functools.lru_cache(maxsize=4)
+def build_glyph_bank(font_dirs: tuple[Path, ...] = FONT_DIRS) -> GlyphBank:
+    """Every digit of every usable font under `font_dirs`, plus the UCI handwritten digits.
+
+    Fonts whose digits look nearly the same as an already kept font's are skipped (many script
+    fonts embed the same Latin digits), so no design is over-weighted.
+    """
+    candidates = sorted(
+        path for root in font_dirs for path in Path(root).rglob("*") if path.suffix.lower() in _FONT_SUFFIXES
+    )
+    fonts: list[str] = []
+    font_glyphs: list[np.ndarray] = []
+    thumbs: list[np.ndarray] = []
+    for path in candidates:
+        digits = _font_digits(path)
+        if digits is None:
+            continue
+        thumb = digits.reshape(10, IMAGE_SIZE, _SCALE, IMAGE_SIZE, _SCALE).mean(axis=(2, 4))
+        if all(np.abs(thumb - kept).mean() > _DUPLICATE_FONT_DISTANCE for kept in thumbs):
+            fonts.append(str(path))
+            font_glyphs.append(digits)
+            thumbs.append(thumb)
+    uci_glyphs, uci_labels = _uci_digits()
+    font_labels = np.tile(np.arange(10, dtype=np.int64), len(fonts))
+    glyphs = [_to_uint8(np.concatenate(font_glyphs))] if fonts else []
+    return GlyphBank(
+        glyphs=np.concatenate([*glyphs, _to_uint8(uci_glyphs)]),
+        labels=np.concatenate([font_labels, uci_labels]),
+        handwritten=np.concatenate([np.zeros(len(font_labels), dtype=bool), np.ones(len(uci_labels), dtype=bool)]),
+        fonts=tuple(fonts),
+    )
+
+
+def _affine(frame: np.ndarray, rotation: float, scale: float, shear: float, shift: np.ndarray) -> np.ndarray:
+    """Rotate/scale/shear about the centre and translate (angles in radians, shift in work pixels)."""
+    cos, sin = np.cos(rotation), np.sin(rotation)
+    forward = np.array([[cos, -sin], [sin, cos]]) @ np.array([[1.0, shear], [0.0, 1.0]]) * scale
+    inverse = np.linalg.inv(forward)
+    centre = np.array([(_WORK - 1) / 2, (_WORK - 1) / 2])
+    offset = centre - inverse @ (centre + shift)
+    return ndimage.affine_transform(frame, inverse, offset=offset, order=1, mode="constant")
+
+
+def _elastic(frame: np.ndarray, rng: np.random.Generator, alpha: float, sigma: float) -> np.ndarray:
+    dy, dx = (ndimage.gaussian_filter(rng.uniform(-1, 1, frame.shape), sigma) * alpha for _ in range(2))
+    ys, xs = np.meshgrid(np.arange(_WORK), np.arange(_WORK), indexing="ij")
+    return ndimage.map_coordinates(frame, (ys + dy, xs + dx), order=1, mode="constant")
+
+
+def _stroke(frame: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Thicken or thin strokes: blur, then re-threshold at a random level."""
+    blurred = ndimage.gaussian_filter(frame, rng.uniform(0.8, 2.0))
+    level = rng.uniform(0.1, 0.55)
+    return np.clip((blurred - level) / 0.2 + 0.5, 0.0, 1.0)
+
+
+def _occlude(img: np.ndarray, rng: np.random.Generator, heavy: bool) -> np.ndarray:
+    """Paint a bar or a blob (black or white) over the digit."""
+    value = float(rng.choice([0.0, rng.uniform(0.6, 1.0)]))
+    ys, xs = np.mgrid[0:IMAGE_SIZE, 0:IMAGE_SIZE]
+    centre = IMAGE_SIZE / 2 + rng.normal(0, 2.5 if heavy else 5.0, 2)
+    if rng.random() < 0.5:
+        radius = rng.uniform(6.5, 10.0) if heavy else rng.uniform(2.5, 5.0)
+        mask = (ys - centre[0]) ** 2 + (xs - centre[1]) ** 2 < radius**2
+    else:
+        angle = rng.uniform(0, np.pi)
+        width = rng.uniform(5.0, 9.0) if heavy else rng.uniform(1.5, 3.5)
+        mask = np.abs((ys - centre[0]) * np.cos(angle) - (xs - centre[1]) * np.sin(angle)) < width / 2
+    out = img.copy()
+    out[mask] = value
+    return out
+
+
+def _distort(glyph: np.ndarray, rng: np.random.Generator, strength: float) -> np.ndarray:
+    """Ordinary variation: affine, elastic and stroke changes at working resolution, then 28x28."""
+    frame = glyph.astype(np.float32) / 255.0
+    if rng.random() < 0.6:
+        frame = _stroke(frame, rng)
+    frame = _affine(
+        frame,
+        rotation=np.deg2rad(np.clip(rng.normal(0, 12 * strength), -35, 35)),
+        scale=rng.uniform(1 - 0.2 * strength, 1 + 0.12 * strength),
+        shear=np.clip(rng.normal(0, 0.18 * strength), -0.5, 0.5),
+        shift=rng.normal(0, 2.0 * strength * _SCALE, 2),
+    )
+    if rng.random() < 0.5:
+        frame = _elastic(frame, rng, alpha=rng.uniform(20, 60) * strength, sigma=rng.uniform(4, 6))
+    return frame.reshape(IMAGE_SIZE, _SCALE, IMAGE_SIZE, _SCALE).mean(axis=(1, 3))
+
+
+def _degrade(img: np.ndarray, rng: np.random.Generator, strength: float) -> np.ndarray:
+    """Ordinary photographic noise: occasional occlusion, blur, contrast loss, gaussian and salt noise."""
+    if rng.random() < 0.25:
+        img = _occlude(img, rng, heavy=False)
+    if rng.random() < 0.5:
+        img = ndimage.gaussian_filter(img, rng.uniform(0.3, 1.0) * strength)
+    img = img * rng.uniform(0.6, 1.0) + rng.uniform(0.0, 0.15)
+    img = img + rng.normal(0, rng.uniform(0.0, 0.12) * strength, img.shape)
+    if rng.random() < 0.3:
+        salt = rng.random(img.shape) < rng.uniform(0.01, 0.05) * strength
+        img = np.where(salt, rng.integers(0, 2, img.shape).astype(np.float32), img)
+    return img
+
+
+def _corrupt(img: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Heavy degradation: two or three of big occlusion, strong blur, crushed contrast, cropping, noise."""
+    steps = rng.choice(5, size=int(rng.integers(2, 4)), replace=False)
+    for step in sorted(steps):
+        if step == 0:
+            img = _occlude(img, rng, heavy=True)
+        elif step == 1:
+            img = ndimage.gaussian_filter(img, rng.uniform(2.0, 3.5))
+        elif step == 2:
+            img = img * rng.uniform(0.08, 0.25) + rng.uniform(0.1, 0.5)
+        elif step == 3:
+            keep = IMAGE_SIZE // 2 + int(rng.integers(-3, 2))
+            half = [slice(None), slice(None)]
+            axis = int(rng.integers(0, 2))
+            half[axis] = slice(keep, None) if rng.random() < 0.5 else slice(0, IMAGE_SIZE - keep)
+            img = img.copy()
+            img[tuple(half)] = 0.0
+        else:
+            img = img + rng.normal(0, rng.uniform(0.35, 0.6), img.shape)
+    return img
+
+
+def render_image(bank: GlyphBank, label: int, rng: np.random.Generator, noise: ImageNoise) -> np.ndarray:
+    """One 28x28 uint8 image (white digit on black) of `label`."""
+    candidates = bank.indices(label, handwritten=bool(rng.random() < noise.handwritten_prob))
+    glyph = bank.glyphs[candidates[rng.integers(len(candidates))]]
+    corrupt = rng.random() < noise.corrupt_prob
+    img = _distort(glyph, rng, noise.distortion)
+    img = _degrade(img, rng, noise.distortion)
+    if corrupt:
+        img = _corrupt(img, rng)
+    return _to_uint8(img)

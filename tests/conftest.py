@@ -1,0 +1,43 @@
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import torch
+
+from app.model.spec import FUSION_TYPES
+from tests.helpers import Server, running_server, tiny_spec, write_tiny_artifact
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA device")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip)
+
+
+@pytest.fixture(scope="session")
+def models_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A models folder holding one tiny tri-modal artifact named `tiny`."""
+    root = tmp_path_factory.mktemp("models")
+    write_tiny_artifact(root / "tiny")
+    return root
+
+
+@pytest.fixture(scope="session")
+def zoo_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One tiny artifact per fusion type, plus an image+text-only one."""
+    root = tmp_path_factory.mktemp("zoo")
+    for i, fusion in enumerate(FUSION_TYPES):
+        write_tiny_artifact(root / f"fusion-{fusion}", tiny_spec(name=f"fusion-{fusion}", fusion=fusion), seed=i)
+    write_tiny_artifact(root / "no-audio", tiny_spec(name="no-audio", modalities=("image", "text")))
+    return root
+
+
+@pytest.fixture(scope="module")
+def server(models_dir: Path) -> Iterator[Server]:
+    with running_server(models_dir) as s:
+        yield s

@@ -1,0 +1,124 @@
+"""Test helpers: tiny artifacts, media files made in memory, and a real uvicorn server in a thread."""
+from __future__ import annotations
+
+import io
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import numpy as np
+import soundfile as sf
+import torch
+import uvicorn
+from PIL import Image
+
+from app.config import Settings
+from app.main import create_app
+from app.model.artifact import save_artifact
+from app.model.classifier import FusionClassifier
+from app.model.spec import ArtifactSpec, AudioSpec, FusionSpec, ImageSpec, TextSpec
+
+LABELS = ("cat", "dog", "bird")
+
+
+def tiny_spec(name: str = "tiny", fusion: str = "attention", modalities: tuple[str, ...] = ("image", "text", "audio"),
+              **overrides: object) -> ArtifactSpec:
+    """A model small enough to build and run in milliseconds."""
+    return ArtifactSpec(
+        name=name,
+        version="0.0.1",
+        description="tiny test model with random weights",
+        labels=LABELS,
+        modalities=modalities,
+        image=ImageSpec(size=16, channels=1, width=4) if "image" in modalities else None,
+        text=TextSpec(embed_dim=16, layers=1, heads=2, max_tokens=32) if "text" in modalities else None,
+        audio=AudioSpec(sample_rate=8000, clip_seconds=0.25, n_fft=128, hop_length=64, n_mels=16, width=4)
+        if "audio" in modalities
+        else None,
+        fusion=FusionSpec(type=fusion, dim=16, hidden=32, heads=2),
+        **overrides,
+    )
+
+
+def write_tiny_artifact(folder: Path, spec: ArtifactSpec | None = None, seed: int = 0) -> Path:
+    """Save a randomly initialised (seeded) model as a complete artifact folder."""
+    spec = spec or tiny_spec(name=folder.name)
+    torch.manual_seed(seed)
+    model = FusionClassifier(spec)
+    card = f"# {spec.name}\n\nRandomly initialised test model.\n"
+    return save_artifact(folder, spec, model, card, metrics={"accuracy": 0.5, "note": "test"})
+
+
+def png_bytes(size: tuple[int, int] = (20, 20), mode: str = "RGB", fmt: str = "PNG", **save: object) -> bytes:
+    rng = np.random.default_rng(0)
+    arr = rng.integers(0, 256, (size[1], size[0], 3), dtype=np.uint8)
+    im = Image.fromarray(arr, "RGB")
+    if mode != "RGB":
+        im = im.convert(mode)
+    buf = io.BytesIO()
+    im.save(buf, format=fmt, **save)
+    return buf.getvalue()
+
+
+def wav_bytes(seconds: float = 0.5, rate: int = 8000, channels: int = 1, subtype: str = "PCM_16",
+              fmt: str = "WAV") -> bytes:
+    t = np.arange(int(seconds * rate)) / rate
+    tone = 0.3 * np.sin(2 * np.pi * 440 * t)
+    data = np.stack([tone] * channels, axis=1)
+    buf = io.BytesIO()
+    sf.write(buf, data, rate, subtype=subtype, format=fmt)
+    return buf.getvalue()
+
+
+@dataclass
+class Server:
+    app: object
+    url: str
+    settings: Settings
+
+    def client(self, **kw: object) -> httpx.Client:
+        return httpx.Client(base_url=self.url, timeout=30, **kw)
+
+    def served(self, name: str | None = None):  # noqa: ANN201 - test convenience
+        registry = self.app.state.registry  # type: ignore[attr-defined]
+        return registry.get(name)
+
+
+@contextmanager
+def running_server(models_dir: Path, wait_ready: bool = True, **settings: object) -> Iterator[Server]:
+    """Start the real app under uvicorn on a free loopback port, lifespan on; stop it afterwards."""
+    cfg = Settings(models_dir=models_dir, **{"max_batch_size": 8, "log_level": "warning", **settings})
+    app = create_app(cfg)
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on"))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    url = f"http://127.0.0.1:{port}"
+    try:
+        _wait(lambda: server.started or not thread.is_alive(), "server start")
+        if not thread.is_alive():
+            raise RuntimeError("the server failed to start")
+        if wait_ready:
+            _wait(lambda: httpx.get(f"{url}/readyz").status_code == 200, "readiness")
+        yield Server(app=app, url=url, settings=cfg)
+    finally:
+        server.should_exit = True
+        thread.join(15)
+        sock.close()
+
+
+def _wait(condition, what: str, timeout: float = 60.0) -> None:  # noqa: ANN001
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if condition():
+            return
+        time.sleep(0.02)
+    raise TimeoutError(f"timed out waiting for {what}")
