@@ -15,6 +15,8 @@ from app.errors import CorruptInput, PayloadTooLarge, UnsupportedMediaType
 # Pillow is only ever asked for these formats, so no other plugin (EPS via Ghostscript, say) can run.
 IMAGE_FORMATS = ("JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF")
 AUDIO_FORMATS = {"WAV": "WAV", "WAVEX": "WAV", "RF64": "WAV", "W64": "WAV", "FLAC": "FLAC", "OGG": "OGG", "MP3": "MP3"}
+# Our own pixel limit (configurable, checked from the header before decoding) replaces Pillow's global one.
+Image.MAX_IMAGE_PIXELS = None
 MIN_SAMPLE_RATE = 1000
 MAX_SAMPLE_RATE = 384_000
 MAX_CHANNELS = 64
@@ -102,16 +104,37 @@ def decode_audio(data: bytes, limits: DecodeLimits) -> Waveform:
             raise PayloadTooLarge(
                 f"audio: the file is {seconds:.1f} s long; the limit is {limits.max_audio_seconds:g} s, trim it first"
             )
+        _check_wav_length(data)
         try:
             samples = f.read(frames=f.frames, dtype="float32", always_2d=True)
         except Exception:  # noqa: BLE001 - truncated or corrupt payload
             raise CorruptInput("audio: the file is corrupt or truncated and could not be decoded") from None
-        rate = f.samplerate
-    if samples.shape[0] == 0:
-        raise CorruptInput("audio: the file is truncated: it declares samples but holds none")
+        rate, declared = f.samplerate, f.frames
+    if samples.shape[0] < declared:
+        raise CorruptInput(
+            f"audio: the file is truncated: it declares {declared} samples per channel but holds {samples.shape[0]}"
+        )
     if not np.isfinite(samples).all():
         raise CorruptInput("audio: the file holds NaN or infinite samples")
     return Waveform(samples=samples, sample_rate=rate)
+
+
+def _check_wav_length(data: bytes) -> None:
+    """libsndfile quietly shortens a RIFF/WAVE whose data chunk claims more bytes than the file has; refuse it."""
+    if data[:4] != b"RIFF" or data[8:12] != b"WAVE":
+        return
+    pos = 12
+    while pos + 8 <= len(data):
+        chunk, size = data[pos : pos + 4], int.from_bytes(data[pos + 4 : pos + 8], "little")
+        if chunk == b"data":
+            held = len(data) - (pos + 8)
+            # 0 and 0xFFFFFFFF mean "unknown length" (written by streaming tools): nothing to compare.
+            if size not in (0, 0xFFFFFFFF) and size > held:
+                raise CorruptInput(
+                    f"audio: the WAV file is truncated: its data chunk declares {size:,} bytes but holds {held:,}"
+                )
+            return
+        pos += 8 + size + (size & 1)
 
 
 def decode_text(data: bytes | str, limits: DecodeLimits) -> str:

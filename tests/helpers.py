@@ -54,9 +54,11 @@ def write_tiny_artifact(folder: Path, spec: ArtifactSpec | None = None, seed: in
     return save_artifact(folder, spec, model, card, metrics={"accuracy": 0.5, "note": "test"})
 
 
-def png_bytes(size: tuple[int, int] = (20, 20), mode: str = "RGB", fmt: str = "PNG", **save: object) -> bytes:
+def png_bytes(size: tuple[int, int] = (20, 20), mode: str = "RGB", fmt: str = "PNG", noise: bool = True,
+              **save: object) -> bytes:
+    """An image file in memory: random pixels (or a flat grey that compresses to almost nothing)."""
     rng = np.random.default_rng(0)
-    arr = rng.integers(0, 256, (size[1], size[0], 3), dtype=np.uint8)
+    arr = rng.integers(0, 256, (size[1], size[0], 3), dtype=np.uint8) if noise else np.full((size[1], size[0], 3), 128, np.uint8)
     im = Image.fromarray(arr, "RGB")
     if mode != "RGB":
         im = im.convert(mode)

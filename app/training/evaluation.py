@@ -1,0 +1,111 @@
+"""Evaluation: logits per modality subset, accuracy, macro-F1, ECE, confusion matrix, temperature scaling."""
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from sklearn.metrics import confusion_matrix, f1_score
+
+from app.collate import collate
+from app.model.classifier import FusionClassifier
+from app.model.spec import MODALITIES
+from app.training.dataset import Examples, drop_modalities
+
+
+def subsets(modalities: tuple[str, ...]) -> list[tuple[str, ...]]:
+    """Every non-empty subset, smallest first, in canonical order."""
+    ordered = tuple(m for m in MODALITIES if m in modalities)
+    return [c for r in range(1, len(ordered) + 1) for c in itertools.combinations(ordered, r)]
+
+
+def subset_name(keep: tuple[str, ...]) -> str:
+    return "+".join(keep)
+
+
+@dataclass(frozen=True)
+class Logits:
+    logits: torch.Tensor
+    targets: torch.Tensor
+
+
+@torch.inference_mode()
+def predict_logits(model: FusionClassifier, examples: Examples, keep: tuple[str, ...], batch_size: int = 256) -> Logits:
+    """Logits with only the modalities in `keep`, over the examples that have all of them."""
+    model.eval()
+    idx = [i for i, s in enumerate(examples.samples) if all(getattr(s, m) is not None for m in keep)]
+    out = []
+    for start in range(0, len(idx), batch_size):
+        chunk = [drop_modalities(examples.samples[i], keep) for i in idx[start : start + batch_size]]
+        out.append(model(collate(chunk)).float())
+    logits = torch.cat(out) if out else torch.empty(0, len(model.spec.labels))
+    return Logits(logits=logits, targets=examples.targets[torch.as_tensor(idx, dtype=torch.long)])
+
+
+def accuracy(lg: Logits) -> float:
+    return float((lg.logits.argmax(1) == lg.targets).float().mean()) if len(lg.targets) else float("nan")
+
+
+def macro_f1(lg: Logits, n_classes: int) -> float:
+    return float(
+        f1_score(lg.targets.numpy(), lg.logits.argmax(1).numpy(), average="macro", labels=list(range(n_classes)),
+                 zero_division=0)
+    )
+
+
+def nll(lg: Logits, temperature: float = 1.0) -> float:
+    return float(F.cross_entropy(lg.logits / temperature, lg.targets))
+
+
+def calibration_bins(lg: Logits, temperature: float = 1.0, n_bins: int = 15) -> list[dict[str, float]]:
+    """Reliability diagram data: per confidence bin, its count, mean confidence and accuracy."""
+    probs = torch.softmax(lg.logits / temperature, dim=1)
+    conf, pred = probs.max(dim=1)
+    correct = (pred == lg.targets).float()
+    edges = torch.linspace(0, 1, n_bins + 1)
+    bins = []
+    for lo, hi in zip(edges[:-1], edges[1:]):
+        sel = (conf > lo) & (conf <= hi)
+        n = int(sel.sum())
+        bins.append({
+            "lower": float(lo),
+            "upper": float(hi),
+            "count": n,
+            "confidence": float(conf[sel].mean()) if n else 0.0,
+            "accuracy": float(correct[sel].mean()) if n else 0.0,
+        })
+    return bins
+
+
+def ece(lg: Logits, temperature: float = 1.0, n_bins: int = 15) -> float:
+    """Expected calibration error: bin-weighted |accuracy - confidence| over equal-width confidence bins."""
+    total = len(lg.targets)
+    if not total:
+        return float("nan")
+    return sum(b["count"] / total * abs(b["accuracy"] - b["confidence"]) for b in calibration_bins(lg, temperature, n_bins))
+
+
+def fit_temperature(lg: Logits) -> float:
+    """Temperature scaling: the T > 0 minimising the NLL of logits / T (optimised over log T)."""
+    log_t = torch.zeros(1, requires_grad=True)
+    opt = torch.optim.LBFGS([log_t], lr=0.1, max_iter=200, line_search_fn="strong_wolfe")
+    logits, targets = lg.logits.detach(), lg.targets
+
+    def closure() -> torch.Tensor:
+        opt.zero_grad()
+        loss = F.cross_entropy(logits / log_t.exp(), targets)
+        loss.backward()
+        return loss
+
+    opt.step(closure)
+    return float(log_t.exp().clamp(0.05, 20.0))
+
+
+def confusion(lg: Logits, n_classes: int) -> list[list[int]]:
+    return confusion_matrix(lg.targets.numpy(), lg.logits.argmax(1).numpy(), labels=list(range(n_classes))).tolist()
+
+
+def concat(parts: list[Logits]) -> Logits:
+    return Logits(logits=torch.cat([p.logits for p in parts]), targets=torch.cat([p.targets for p in parts]))

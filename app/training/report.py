@@ -1,0 +1,152 @@
+"""The model card (markdown tables) and its plots: training curves, confusion matrix, reliability diagram."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+from app.model.spec import ArtifactSpec  # noqa: E402
+
+PLOTS = ("training_curves.png", "confusion_matrix.png", "reliability.png")
+
+
+def _pct(x: float | None) -> str:
+    return "n/a" if x is None or x != x else f"{100 * x:.1f}%"
+
+
+def _table(header: list[str], rows: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    lines += ["| " + " | ".join(r) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+def card(spec: ArtifactSpec, m: dict[str, Any]) -> str:
+    """Markdown model card with the evaluation tables."""
+    enc = []
+    if spec.image:
+        enc.append(f"image: {spec.image.encoder} on {spec.image.size}x{spec.image.size}x{spec.image.channels}")
+    if spec.text:
+        enc.append(f"text: {spec.text.encoder} over {spec.text.tokenizer.type} tokens (max {spec.text.max_tokens})")
+    if spec.audio:
+        enc.append(
+            f"audio: log-mel ({spec.audio.n_mels} mels, {spec.audio.sample_rate} Hz, {spec.audio.clip_seconds:g} s) + cnn"
+        )
+    subset_rows = [
+        [name.replace("+", " + "), str(s["count"]), _pct(s["accuracy"]), _pct(s["macro_f1"]), _pct(s["ece"])]
+        for name, s in sorted(m["subsets"].items(), key=lambda kv: (kv[0].count("+"), kv[0]))
+    ]
+    out = [
+        f"# {spec.name} v{spec.version}",
+        "",
+        spec.description or "A multimodal fusion classifier trained with `fusion-serve train`.",
+        "",
+        "## Model",
+        f"- labels ({len(spec.labels)}): {', '.join(spec.labels)}",
+        f"- modalities: {', '.join(spec.ordered_modalities)}",
+        f"- encoders: {'; '.join(enc)}",
+        f"- fusion: {spec.fusion.type} (dim {spec.fusion.dim})",
+        f"- parameters: {m['parameters']:,}",
+        f"- calibration temperature: {spec.temperature:.3f} (fitted on the validation split, all modality subsets)",
+        "",
+        f"## Evaluation ({m['split']} split, {m['examples']} examples)",
+        _table(
+            ["metric", "value"],
+            [
+                ["accuracy (all modalities)", _pct(m["accuracy"])],
+                ["macro-F1", _pct(m["macro_f1"])],
+                ["ECE before calibration", _pct(m["ece_before_calibration"])],
+                ["ECE after calibration", _pct(m["ece_after_calibration"])],
+                ["NLL before / after", f"{m['nll_before_calibration']:.3f} / {m['nll_after_calibration']:.3f}"],
+            ],
+        ),
+        "",
+        "### Accuracy per modality subset (the inputs given at prediction time)",
+        _table(["inputs", "examples", "accuracy", "macro-F1", "ECE (calibrated)"], subset_rows),
+        "",
+    ]
+    comparison = m.get("fusion_comparison")
+    if comparison:
+        mods = spec.ordered_modalities
+        rows = [
+            [
+                f"**{f}**" if f == spec.fusion.type else f,
+                _pct(r["accuracy"]),
+                _pct(r["macro_f1"]),
+                f"{_pct(r['ece_before_calibration'])} -> {_pct(r['ece_after_calibration'])}",
+                *[_pct(r["accuracy_without"].get(x)) for x in mods],
+                f"{r['parameters']:,}",
+            ]
+            for f, r in comparison.items()
+        ]
+        out += [
+            "## Fusion types compared (same data, same settings; only this model's weights are shipped)",
+            _table(
+                ["fusion", "accuracy", "macro-F1", "ECE before -> after", *[f"without {x}" for x in mods], "params"],
+                rows,
+            ),
+            "",
+        ]
+    out += [
+        "## Confusion matrix (rows: true label, columns: predicted)",
+        _table([""] + list(spec.labels), [[lbl] + [str(v) for v in row] for lbl, row in zip(spec.labels, m["confusion_matrix"])]),
+        "",
+        "## Plots",
+        *[f"![{p}]({p})" for p in PLOTS],
+        "",
+        "## Training",
+        f"- epochs run: {len(m['history'])}, wall time {m['train_seconds']:.0f} s",
+        f"- settings: `{_settings_line(m['training'])}`",
+    ]
+    gen = m.get("data", {}).get("generator")
+    if gen:
+        out.append(f"- data generator settings: `{_settings_line(gen)}`")
+    return "\n".join(out) + "\n"
+
+
+def _settings_line(d: dict[str, Any]) -> str:
+    return ", ".join(f"{k}={v}" for k, v in d.items() if not isinstance(v, (dict, list)))
+
+
+def write_plots(folder: Path, spec: ArtifactSpec, m: dict[str, Any]) -> None:
+    """Training curves, confusion matrix and reliability diagram as PNGs in the artifact folder."""
+    folder.mkdir(parents=True, exist_ok=True)
+    hist = m["history"]
+    epochs = [h["epoch"] for h in hist]
+    fig, (a1, a2) = plt.subplots(1, 2, figsize=(9, 3.5))
+    a1.plot(epochs, [h["train_loss"] for h in hist], label="train")
+    a1.plot(epochs, [h["val_loss"] for h in hist], label="val")
+    a1.set(title="loss", xlabel="epoch")
+    a1.legend()
+    a2.plot(epochs, [h["train_accuracy"] for h in hist], label="train (with modality dropout)")
+    a2.plot(epochs, [h["val_accuracy"] for h in hist], label="val, all modalities")
+    a2.plot(epochs, [h["val_mean_subset_accuracy"] for h in hist], label="val, mean over subsets")
+    a2.set(title="accuracy", xlabel="epoch", ylim=(0, 1))
+    a2.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(folder / PLOTS[0], dpi=80)
+    plt.close(fig)
+
+    fig, ax = plt.subplots(figsize=(4.5, 4))
+    ax.imshow(m["confusion_matrix"], cmap="Blues")
+    n = len(spec.labels)
+    ax.set(xticks=range(n), yticks=range(n), xlabel="predicted", ylabel="true", title="confusion matrix")
+    ax.set_xticklabels(spec.labels, fontsize=7)
+    ax.set_yticklabels(spec.labels, fontsize=7)
+    fig.tight_layout()
+    fig.savefig(folder / PLOTS[1], dpi=80)
+    plt.close(fig)
+
+    fig, ax = plt.subplots(figsize=(4.5, 4))
+    ax.plot([0, 1], [0, 1], "k--", lw=1, label="perfect")
+    for key, label in (("reliability_before", "before"), ("reliability_after", "after temperature scaling")):
+        pts = [(b["confidence"], b["accuracy"]) for b in m[key] if b["count"]]
+        ax.plot([p[0] for p in pts], [p[1] for p in pts], "o-", label=label)
+    ax.set(xlabel="confidence", ylabel="accuracy", title="reliability", xlim=(0, 1), ylim=(0, 1))
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(folder / PLOTS[2], dpi=80)
+    plt.close(fig)

@@ -1,0 +1,97 @@
+"""Artifact loading: a broken artifact stops startup with a message naming the file at fault."""
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+from safetensors.torch import load_file, save_file
+
+from app.config import Settings
+from app.errors import ArtifactError
+from app.model.artifact import load_artifact
+from app.serving import ModelRegistry
+from tests.helpers import tiny_spec, write_tiny_artifact
+
+
+@pytest.fixture()
+def artifact(tmp_path: Path) -> Path:
+    return write_tiny_artifact(tmp_path / "m")
+
+
+def test_roundtrip(artifact: Path) -> None:
+    loaded = load_artifact(artifact)
+    assert loaded.spec.name == "m" and loaded.metrics["accuracy"] == 0.5
+    assert not loaded.model.training
+
+
+@pytest.mark.parametrize("missing", ["config.json", "weights.safetensors", "card.md"])
+def test_missing_file_is_named(artifact: Path, missing: str) -> None:
+    (artifact / missing).unlink()
+    with pytest.raises(ArtifactError, match=missing):
+        load_artifact(artifact)
+
+
+def test_bad_json_is_named(artifact: Path) -> None:
+    (artifact / "config.json").write_text("{not json")
+    with pytest.raises(ArtifactError, match=r"config.json: not valid JSON"):
+        load_artifact(artifact)
+
+
+def test_invalid_config_names_the_field(artifact: Path) -> None:
+    cfg = json.loads((artifact / "config.json").read_text())
+    cfg["fusion"]["type"] = "magic"
+    (artifact / "config.json").write_text(json.dumps(cfg))
+    with pytest.raises(ArtifactError, match=r"config.json: invalid model config: fusion.type"):
+        load_artifact(artifact)
+
+
+def test_weights_with_wrong_shapes_are_named(artifact: Path) -> None:
+    cfg = json.loads((artifact / "config.json").read_text())
+    cfg["labels"] = ["a", "b", "c", "d"]
+    (artifact / "config.json").write_text(json.dumps(cfg))
+    with pytest.raises(ArtifactError, match=r"weights.safetensors: weights do not match config.json: wrong shapes"):
+        load_artifact(artifact)
+
+
+def test_missing_tensor_is_named(artifact: Path) -> None:
+    path = artifact / "weights.safetensors"
+    state = load_file(path)
+    state.pop(sorted(state)[0])
+    save_file(state, path)
+    with pytest.raises(ArtifactError, match="missing tensors"):
+        load_artifact(artifact)
+
+
+def test_pickle_is_not_a_weights_file(artifact: Path) -> None:
+    (artifact / "weights.safetensors").write_bytes(b"\x80\x04\x95pickle")
+    with pytest.raises(ArtifactError, match="not a readable safetensors file"):
+        load_artifact(artifact)
+
+
+def test_registry_needs_a_default_among_several(tmp_path: Path) -> None:
+    write_tiny_artifact(tmp_path / "a")
+    write_tiny_artifact(tmp_path / "b", tiny_spec(name="b"))
+    with pytest.raises(ArtifactError, match="FUSION_DEFAULT_MODEL"):
+        ModelRegistry(Settings(models_dir=tmp_path)).load()
+    with pytest.raises(ArtifactError, match="'c' is not among"):
+        ModelRegistry(Settings(models_dir=tmp_path, default_model="c")).load()
+    reg = ModelRegistry(Settings(models_dir=tmp_path, default_model="b"))
+    reg.load()
+    assert reg.get().name == "b" and set(reg.models) == {"a", "b"}
+
+
+def test_registry_with_no_models(tmp_path: Path) -> None:
+    with pytest.raises(ArtifactError, match="no model artifacts"):
+        ModelRegistry(Settings(models_dir=tmp_path)).load()
+    with pytest.raises(ArtifactError, match="models directory not found"):
+        ModelRegistry(Settings(models_dir=tmp_path / "nope")).load()
+
+
+def test_folder_name_must_be_url_safe(tmp_path: Path) -> None:
+    src = write_tiny_artifact(tmp_path / "ok")
+    bad = tmp_path / "has space"
+    shutil.copytree(src, bad)
+    with pytest.raises(ArtifactError, match="folder name"):
+        load_artifact(bad)

@@ -1,0 +1,95 @@
+"""`fusion-serve train` writes an artifact the service loads and serves over HTTP unchanged."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+from PIL import Image
+from safetensors.torch import load_file
+
+from app.cli import main
+from tests.helpers import running_server
+
+LABELS = ("apple", "banana", "pear")
+SMALL = ["--image-width", "4", "--text-dim", "16", "--text-layers", "1", "--text-heads", "2", "--n-mels", "16",
+         "--audio-width", "4", "--fusion-dim", "16", "--fusion-hidden", "32", "--fusion-heads", "2",
+         "--clip-seconds", "0.5", "--batch-size", "16"]
+
+
+@pytest.fixture(scope="module")
+def manifest(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A learnable toy task: the label shows as a bright band (image), a word (text) and a pitch (audio)."""
+    root = tmp_path_factory.mktemp("data")
+    rng = np.random.default_rng(0)
+    rows = []
+    for i in range(90):
+        y = i % 3
+        arr = (rng.random((28, 28)) * 60).astype(np.uint8)
+        arr[y * 9 : (y + 1) * 9] = 255
+        Image.fromarray(arr, "L").save(root / f"{i}.png")
+        t = np.arange(8000) / 16000
+        sf.write(root / f"{i}.wav", 0.3 * np.sin(2 * np.pi * (300 + 300 * y) * t), 16000)
+        row = {"image": f"{i}.png", "text": f"a {LABELS[y]}", "audio": f"{i}.wav", "label": LABELS[y],
+               "split": "train" if i < 60 else "val" if i < 75 else "test"}
+        if i % 4 == 0:
+            row["audio"] = None  # rows may lack modalities
+        rows.append(json.dumps(row))
+    (root / "manifest.jsonl").write_text("\n".join(rows) + "\n")
+    return root / "manifest.jsonl"
+
+
+def test_train_then_serve(manifest: Path, tmp_path: Path) -> None:
+    out = tmp_path / "models" / "toy"
+    assert main(["train", "--manifest", str(manifest), "--out", str(out), "--epochs", "2", "--max-steps", "6",
+                 *SMALL]) == 0
+    names = {p.name for p in out.iterdir()}
+    assert {"config.json", "weights.safetensors", "card.md", "metrics.json", "training_curves.png",
+            "confusion_matrix.png", "reliability.png"} <= names
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert set(metrics["subsets"]) == {"image", "text", "audio", "image+text", "image+audio", "text+audio",
+                                       "image+text+audio"}
+    assert 0 <= metrics["ece_after_calibration"] <= 1 and metrics["temperature"] > 0
+    assert len(metrics["confusion_matrix"]) == 3
+    card = (out / "card.md").read_text()
+    assert "Accuracy per modality subset" in card and "ECE after calibration" in card
+
+    with running_server(out.parent) as s, s.client() as c:
+        info = c.get("/v1/models/toy").json()
+        assert info["labels"] == list(LABELS)
+        assert info["metrics"]["accuracy"] == metrics["accuracy"]
+        r = c.post("/v1/predict", files={"text": (None, "a pear"), "image": ("x.png", (manifest.parent / "2.png").read_bytes())})
+        assert r.status_code == 200, r.text
+        assert set(r.json()["probabilities"]) == set(LABELS)
+
+
+def test_other_encoders_and_fusions_train(manifest: Path, tmp_path: Path) -> None:
+    out = tmp_path / "m2"
+    assert main(["train", "--manifest", str(manifest), "--out", str(out), "--epochs", "1", "--max-steps", "2",
+                 "--fusion", "gated", "--text-encoder", "gru", "--tokenizer", "words", "--modalities", "image,text",
+                 *SMALL]) == 0
+    cfg = json.loads((out / "config.json").read_text())
+    assert cfg["fusion"]["type"] == "gated" and cfg["text"]["encoder"] == "gru"
+    assert "pear" in cfg["text"]["tokenizer"]["vocab"] and cfg["audio"] is None
+
+
+def test_training_is_deterministic(manifest: Path, tmp_path: Path) -> None:
+    outs = []
+    for name in ("a", "b"):
+        main(["train", "--manifest", str(manifest), "--out", str(tmp_path / name), "--epochs", "1", "--max-steps", "3",
+              *SMALL])
+        outs.append(load_file(tmp_path / name / "weights.safetensors"))
+    assert outs[0].keys() == outs[1].keys()
+    assert all(torch.equal(outs[0][k], outs[1][k]) for k in outs[0])
+
+
+def test_manifest_error_is_reported_with_its_line(tmp_path: Path) -> None:
+    bad = tmp_path / "m.jsonl"
+    bad.write_text('{"text": "a", "label": "x", "split": "train"}\n{oops\n')
+    from app.training.manifest import ManifestError
+
+    with pytest.raises(ManifestError, match="line 2"):
+        main(["train", "--manifest", str(bad), "--out", str(tmp_path / "o")])
