@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
+import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -125,9 +126,10 @@ class DynamicBatcher(Generic[T, R]):
                 headers={"Retry-After": str(retry)},
             )
         loop = asyncio.get_running_loop()
-        now = loop.time()
+        now = time.perf_counter()
         pending: _Pending[T, R] = _Pending(payload, loop.create_future(), now, now + self.config.timeout_s)
-        pending.timer = loop.call_at(pending.deadline, self._expire, pending)
+        # The loop's clock may tick in whole milliseconds (uvloop): fine for a deadline, not for measuring.
+        pending.timer = loop.call_later(self.config.timeout_s, self._expire, pending)
         self._note_arrival(now)
         self._queue.append(pending)
         self._observer.queue_depth(len(self._queue))
@@ -189,7 +191,7 @@ class DynamicBatcher(Generic[T, R]):
                 continue
             if len(batch) < size and self._gap_s < self.config.max_wait_s and not self._closing:
                 until = batch[0].admitted + self.config.max_wait_s
-                while len(batch) < size and (remaining := until - loop.time()) > 0:
+                while len(batch) < size and (remaining := until - time.perf_counter()) > 0:
                     self._wakeup.clear()
                     try:
                         await asyncio.wait_for(self._wakeup.wait(), remaining)
@@ -201,7 +203,7 @@ class DynamicBatcher(Generic[T, R]):
                 await self._run(batch, loop)
 
     async def _run(self, batch: list[_Pending[T, R]], loop: asyncio.AbstractEventLoop) -> None:
-        start = loop.time()
+        start = time.perf_counter()
         for p in batch:
             p.dispatched = True
             if p.timer is not None:
@@ -219,7 +221,7 @@ class DynamicBatcher(Generic[T, R]):
             for p in batch:
                 self._fail(p, ModelFailure("the model failed on the batch holding this request; retry it"))
             return
-        compute = loop.time() - start
+        compute = time.perf_counter() - start
         self.batches_run += 1
         self._item_compute_s = 0.8 * self._item_compute_s + 0.2 * compute / len(batch)
         self._observer.batch_done(len(batch), [start - p.admitted for p in batch], compute)

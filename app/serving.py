@@ -54,6 +54,15 @@ class Prediction:
     batch_size: int
 
 
+def prepare_sample(preprocessor: Preprocessor, raw: RawInputs, limits: DecodeLimits) -> Sample:
+    """Decode and preprocess one request (CPU work, run off the event loop). Raises InvalidInput subclasses."""
+    return preprocessor(
+        image=None if raw.image is None else decode_image(raw.image, limits),
+        text=None if raw.text is None else decode_text(raw.text, limits),
+        audio=None if raw.audio is None else decode_audio(raw.audio, limits),
+    )
+
+
 @dataclass
 class ServedModel:
     """One artifact, loaded and ready: its predictor, preprocessor and batcher."""
@@ -79,20 +88,12 @@ class ServedModel:
                 f"it accepts {', '.join(self.spec.ordered_modalities)}"
             )
 
-    def prepare(self, raw: RawInputs, limits: DecodeLimits) -> Sample:
-        """Decode and preprocess one request (CPU work, run off the event loop). Raises InvalidInput subclasses."""
-        return self.preprocessor(
-            image=None if raw.image is None else decode_image(raw.image, limits),
-            text=None if raw.text is None else decode_text(raw.text, limits),
-            audio=None if raw.audio is None else decode_audio(raw.audio, limits),
-        )
-
     async def predict(self, raw: RawInputs, limits: DecodeLimits, pool: Executor) -> Prediction:
         """The whole pipeline for one request."""
         self.check_modalities(raw)
         loop = asyncio.get_running_loop()
         t0 = time.perf_counter()
-        sample = await loop.run_in_executor(pool, self.prepare, raw, limits)
+        sample = await loop.run_in_executor(pool, prepare_sample, self.preprocessor, raw, limits)
         preprocess_ms = (time.perf_counter() - t0) * 1e3
         result = await self.batcher.submit(sample)
         return Prediction(
