@@ -93,6 +93,7 @@ def test_requests_are_counted_by_route_template_and_status(server: Server) -> No
         assert c.post("/v1/predict", json={"text": "hi"}).status_code == 415
         assert c.get("/v1/models/nope").status_code == 404
         assert c.get("/no/such/route").status_code == 404
+        assert c.get("/static/swagger-ui/swagger-ui.css").status_code == 200
     after = scrape(server)
     d = Delta(before, after)
 
@@ -102,8 +103,10 @@ def test_requests_are_counted_by_route_template_and_status(server: Server) -> No
     assert d(requests, method="POST", route="/v1/predict", status="415") == 1
     assert d(requests, method="GET", route="/v1/models/{name}", status="404") == 1
     assert d(requests, method="GET", route="unmatched", status="404") == 1
+    assert d(requests, method="GET", route="/static/swagger-ui/{path}", status="200") == 1  # a mounted app
     raw_paths = {dict(labels).get("route") for _, labels in after} - {None}
     assert not raw_paths & {"/v1/models/nope", "/v1/models/tiny/predict", "/no/such/route"}
+    assert not [r for r in raw_paths if r.endswith(".css")]
 
     latency = "fusion_http_request_duration_seconds"
     assert d(f"{latency}_count", method="POST", route="/v1/predict") == 4
