@@ -11,6 +11,7 @@ def _serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     from app.config import get_settings
+    from app.logs import logging_config
 
     settings = get_settings()
     uvicorn.run(
@@ -19,6 +20,8 @@ def _serve(args: argparse.Namespace) -> int:
         host=args.host or settings.host,
         port=args.port or settings.port,
         log_level=settings.log_level,
+        log_config=logging_config(settings.log_level),  # JSON lines on stdout
+        access_log=False,  # the service writes its own access log (app.api.telemetry)
         timeout_graceful_shutdown=max(1, int(settings.request_timeout_s) + 5),
     )
     return 0

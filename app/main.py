@@ -12,8 +12,11 @@ from fastapi import FastAPI
 from app import __version__
 from app.api.errors import install_error_handlers
 from app.api.middleware import RequestIdMiddleware
-from app.api.routes import health, models, predict
+from app.api.routes import health, metrics, models, predict
+from app.api.routes.docs import install_docs
+from app.api.telemetry import TelemetryMiddleware
 from app.config import Settings, get_settings
+from app.metrics import ServiceMetrics
 from app.serving import ModelRegistry, configure_torch
 
 log = logging.getLogger(__name__)
@@ -25,8 +28,10 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     background: /readyz answers 503 until every model has run every batch size once."""
     settings: Settings = app.state.settings
     configure_torch(settings)
-    registry = ModelRegistry(settings)
+    registry = ModelRegistry(settings, observer_factory=app.state.metrics.batch_observer)
     await asyncio.to_thread(registry.load)
+    for model in registry.models.values():
+        app.state.metrics.model_loaded(model.name, model.spec.version, str(model.predictor.device))
     app.state.preprocess_pool = ThreadPoolExecutor(settings.preprocess_workers, thread_name_prefix="preprocess")
     warm = asyncio.create_task(_warm_and_start(app, registry), name="warmup")
     try:
@@ -60,13 +65,19 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             "Concurrent requests are batched dynamically."
         ),
         lifespan=lifespan,
+        docs_url=None,  # served by install_docs, with local assets
+        redoc_url=None,
+        swagger_ui_oauth2_redirect_url=None,
     )
     app.state.settings = settings or get_settings()
+    app.state.metrics = ServiceMetrics(app.state.settings.max_batch_size)
     app.state.ready = False
     app.state.shutting_down = False
     app.state.registry = None
     install_error_handlers(app)
-    app.add_middleware(RequestIdMiddleware)
-    for router in (predict.router, models.router, health.router):
+    app.add_middleware(TelemetryMiddleware, metrics=app.state.metrics)
+    app.add_middleware(RequestIdMiddleware)  # added last, so outermost: telemetry sees the request id
+    for router in (predict.router, models.router, health.router, metrics.router):
         app.include_router(router)
+    install_docs(app)
     return app

@@ -97,10 +97,12 @@ async def _predict(request: Request, model: ServedModel, settings: Settings, top
         FormLimits(max_body_bytes=settings.max_body_bytes, max_part_bytes=settings.max_part_bytes),
     )
     raw = RawInputs(**{name: bytes(p.data) for name, p in parts.items() if p.data})
+    request.state.modalities = raw.modalities  # for the access log
     pool = request.app.state.preprocess_pool
     outcome = await _unless_client_leaves(request, model.predict(raw, decode_limits(settings), pool))
     if outcome is None:
         return Response(status_code=499)  # nginx's "client closed request"; nobody reads it
+    request.state.batch_size = outcome.batch_size
     return _response(model, outcome, top_k, arrived)
 
 

@@ -1,0 +1,54 @@
+# syntax=docker/dockerfile:1
+# fusion-serve: the service on its default model (models/), CUDA-capable.
+# The torch/torchvision wheels from PyPI bundle the CUDA libraries; the host brings the NVIDIA driver (NVIDIA
+# Container Toolkit, `--gpus` or compose's device reservation). Without a GPU the same image runs on the CPU.
+#   docker build -t fusion-serve .
+#   docker run --gpus all -p 8000:8000 fusion-serve
+#   docker run -p 8000:8000 -v "$PWD/my-models:/srv/fusion/models:ro" fusion-serve   # other models, CPU
+ARG PYTHON_IMAGE=python:3.11-slim-bookworm
+
+FROM ${PYTHON_IMAGE} AS base
+ENV PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    VIRTUAL_ENV=/opt/venv \
+    PATH=/opt/venv/bin:$PATH
+
+# Dependencies alone (torch 2.14.1 / torchvision 0.29.1 and their CUDA libraries: gigabytes), read from
+# pyproject.toml: this layer is rebuilt only when the dependencies change, never for a code change.
+FROM base AS deps
+WORKDIR /build
+COPY pyproject.toml ./
+RUN python -m venv /opt/venv \
+    && python -c "import tomllib; print('\n'.join(tomllib.load(open('pyproject.toml', 'rb'))['project']['dependencies']))" > requirements.txt \
+    && pip install --no-cache-dir --requirement requirements.txt
+
+# The service itself, as a wheel without dependencies.
+FROM base AS wheel
+WORKDIR /build
+COPY pyproject.toml README.md ./
+COPY app ./app
+RUN pip wheel --no-cache-dir --no-deps --wheel-dir /wheels .
+
+FROM base AS runtime
+LABEL org.opencontainers.image.title="fusion-serve" \
+      org.opencontainers.image.description="REST inference for multimodal (image + text + audio) fusion classifiers"
+RUN groupadd --system --gid 10001 fusion \
+    && useradd --system --uid 10001 --gid fusion --create-home --home-dir /home/fusion --shell /usr/sbin/nologin fusion
+COPY --from=deps /opt/venv /opt/venv
+RUN --mount=type=bind,from=wheel,source=/wheels,target=/wheels \
+    pip install --no-cache-dir --no-deps /wheels/*.whl
+WORKDIR /srv/fusion
+# The default model, baked in and owned by root (read-only to the service). Mount a folder of artifacts over
+# /srv/fusion/models to serve other models.
+COPY models/ ./models/
+ENV FUSION_MODELS_DIR=/srv/fusion/models \
+    FUSION_HOST=0.0.0.0 \
+    FUSION_PORT=8000
+VOLUME ["/srv/fusion/models"]
+USER 10001:10001
+EXPOSE 8000
+HEALTHCHECK --interval=15s --timeout=5s --start-period=120s --retries=3 \
+    CMD ["python", "-m", "app.probe", "/healthz"]
+# The same command as README's: one process, one device; scale with replicas.
+CMD ["fusion-serve", "serve"]

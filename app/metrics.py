@@ -1,0 +1,142 @@
+"""Prometheus metrics of one service instance, in a registry of its own (several apps may share a process).
+
+One process serves one device, so there is no multiprocess mode: scale with replicas and let Prometheus scrape
+each of them (sum across instances in PromQL).
+"""
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info, disable_created_metrics
+from prometheus_client.exposition import choose_encoder
+
+# No `*_created` series beside every counter and histogram: they double the series count and nothing here reads them.
+disable_created_metrics()
+
+# Seconds; fine at the low end, where a small model on a GPU answers.
+LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+REJECT_REASONS = ("queue_full", "deadline")  # 503 and 504
+METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+UNMATCHED_ROUTE = "unmatched"
+
+
+def batch_size_buckets(max_batch_size: int) -> tuple[float, ...]:
+    """Powers of two up to the largest batch, and the largest batch itself."""
+    edges = [1]
+    while edges[-1] * 2 < max_batch_size:
+        edges.append(edges[-1] * 2)
+    if edges[-1] != max_batch_size:
+        edges.append(max_batch_size)
+    return tuple(float(e) for e in edges)
+
+
+class ServiceMetrics:
+    """Every metric the service exports, registered in `self.registry`."""
+
+    def __init__(self, max_batch_size: int) -> None:
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.http_requests = Counter(
+            "fusion_http_requests_total",
+            "HTTP requests answered, by method, route template and status code.",
+            ("method", "route", "status"),
+            registry=r,
+        )
+        self.http_duration = Histogram(
+            "fusion_http_request_duration_seconds",
+            "Time from a request's arrival to the end of its response, by method and route template.",
+            ("method", "route"),
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.queue_wait = Histogram(
+            "fusion_queue_wait_seconds",
+            "Time a request waited in the batcher's queue before its batch started.",
+            ("model",),
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.batch_size = Histogram(
+            "fusion_batch_size_requests",
+            "Requests per forward pass.",
+            ("model",),
+            buckets=batch_size_buckets(max_batch_size),
+            registry=r,
+        )
+        self.inference = Histogram(
+            "fusion_inference_duration_seconds",
+            "Compute time of one batch (collate, forward pass, softmax).",
+            ("model",),
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.queued = Gauge(
+            "fusion_queued_requests", "Requests waiting in the batcher's queue.", ("model",), registry=r
+        )
+        self.rejected = Counter(
+            "fusion_rejected_requests_total",
+            "Requests refused by the batcher: queue_full (503) or deadline (504, never computed).",
+            ("model", "reason"),
+            registry=r,
+        )
+        self.model_info = Info("fusion_model", "A served model: its version and device.", ("model",), registry=r)
+        self._http: dict[tuple[str, str, int], tuple[Counter, Histogram]] = {}
+
+    def batch_observer(self, model: str) -> BatchMetrics:
+        """The batcher's observer for one model (`ModelRegistry(observer_factory=...)`)."""
+        return BatchMetrics(self, model)
+
+    def model_loaded(self, model: str, version: str, device: str) -> None:
+        self.model_info.labels(model).info({"version": version, "device": device})
+
+    def observe_request(self, method: str, route: str, status: int, seconds: float) -> None:
+        """Count one answered HTTP request. `route` must be a template (bounded), never the raw path."""
+        if method not in METHODS:
+            method = "other"  # clients choose the method: keep the label set bounded
+        key = (method, route, status)
+        children = self._http.get(key)
+        if children is None:
+            children = (
+                self.http_requests.labels(method, route, str(status)),
+                self.http_duration.labels(method, route),
+            )
+            self._http[key] = children
+        counter, histogram = children
+        counter.inc()
+        histogram.observe(seconds)
+
+    def render(self, accept: str | None) -> tuple[bytes, str]:
+        """The exposition (Prometheus text, or OpenMetrics when the scraper asks for it) and its content type."""
+        encoder, content_type = choose_encoder(accept or "")
+        return encoder(self.registry), content_type
+
+
+class BatchMetrics:
+    """A `BatchObserver` that records one model's batches, queue and rejections."""
+
+    __slots__ = ("_batch_size", "_inference", "_queue_wait", "_queued", "_rejected", "_metrics", "_model")
+
+    def __init__(self, metrics: ServiceMetrics, model: str) -> None:
+        self._metrics = metrics
+        self._model = model
+        self._batch_size = metrics.batch_size.labels(model)
+        self._inference = metrics.inference.labels(model)
+        self._queue_wait = metrics.queue_wait.labels(model)
+        self._queued = metrics.queued.labels(model)
+        # Created up front so that every series exists (at 0) from the first scrape.
+        self._rejected = {reason: metrics.rejected.labels(model, reason) for reason in REJECT_REASONS}
+
+    def batch_done(self, size: int, queue_waits_s: Sequence[float], compute_s: float) -> None:
+        self._batch_size.observe(size)
+        self._inference.observe(compute_s)
+        for wait in queue_waits_s:
+            self._queue_wait.observe(wait)
+
+    def rejected(self, reason: str) -> None:
+        counter = self._rejected.get(reason)
+        if counter is None:
+            counter = self._rejected[reason] = self._metrics.rejected.labels(self._model, reason)
+        counter.inc()
+
+    def queue_depth(self, depth: int) -> None:
+        self._queued.set(depth)
