@@ -12,7 +12,7 @@ from fastapi import FastAPI
 from app import __version__
 from app.api.errors import install_error_handlers
 from app.api.middleware import RequestIdMiddleware
-from app.api.routes import health, models, predict
+from app.api.routes import health, models, predict, v2
 from app.config import Settings, get_settings
 from app.serving import ModelRegistry, configure_torch
 
@@ -67,6 +67,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.registry = None
     install_error_handlers(app)
     app.add_middleware(RequestIdMiddleware)
-    for router in (predict.router, models.router, health.router):
+    for router in (predict.router, models.router, health.router, v2.router):
         app.include_router(router)
     return app
