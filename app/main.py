@@ -12,7 +12,7 @@ from fastapi import FastAPI
 from app import __version__
 from app.api.errors import install_error_handlers
 from app.api.middleware import RequestIdMiddleware
-from app.api.routes import health, metrics, models, predict
+from app.api.routes import health, metrics, models, predict, v2
 from app.api.routes.docs import install_docs
 from app.api.telemetry import TelemetryMiddleware
 from app.config import Settings, get_settings
@@ -77,7 +77,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     install_error_handlers(app)
     app.add_middleware(TelemetryMiddleware, metrics=app.state.metrics)
     app.add_middleware(RequestIdMiddleware)  # added last, so outermost: telemetry sees the request id
-    for router in (predict.router, models.router, health.router, metrics.router):
+    for router in (predict.router, models.router, health.router, metrics.router, v2.router):
         app.include_router(router)
     install_docs(app)
     return app

@@ -1,0 +1,252 @@
+"""Open Inference Protocol (KServe v2) over HTTP/REST, so Triton's and KServe's clients and tools work unmodified.
+
+Health, server and model metadata, Triton's model configuration (read by perf_analyzer), and inference through the
+same pipeline as /v1: every sample is decoded and validated before any is queued, then each goes to the model's
+dynamic batcher. Every error answers with the protocol's body `{"error": "..."}` and the HTTP status of the service's
+error class (ServiceError), not /v1's error object.
+"""
+from __future__ import annotations
+
+import asyncio
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Header, Path, Request, Response
+from fastapi.responses import JSONResponse
+
+from app import __version__
+from app.api import oip_model
+from app.api.deps import RegistryDep, SettingsDep
+from app.api.oip import (
+    BINARY_CONTENT_TYPE,
+    HEADER_LENGTH,
+    JSON_CONTENT_TYPE,
+    ParsedRequest,
+    RequestedOutput,
+    encode_infer_response,
+    parse_infer_request,
+    read_body,
+)
+from app.api.oip_errors import OipRoute, oip_error
+from app.api.oip_schemas import (
+    InferRequest,
+    InferResponse,
+    ModelConfig,
+    ModelMetadata,
+    ModelReady,
+    OipError,
+    ServerLive,
+    ServerMetadata,
+    ServerReady,
+)
+from app.api.routes.predict import ModelName, _unless_client_leaves, decode_limits
+from app.config import Settings
+from app.errors import UnsupportedMediaType
+from app.multi_predict import predict_many
+from app.serving import RawInputs, ServedModel
+
+EXTENSIONS = ["binary_tensor_data", "classification", "model_configuration"]
+Version = Annotated[str, Path(description="The model's version (GET /v2/models/{name} lists it).", max_length=64)]
+
+router = APIRouter(tags=["open inference protocol (v2)"], route_class=OipRoute)
+
+_ERRORS: dict[int | str, dict[str, Any]] = {
+    code: {"model": OipError, "description": text}
+    for code, text in {
+        400: "Malformed request: JSON, shapes, datatypes, binary data sizes, base64.",
+        404: "No such model or version.",
+        413: "The body, a file, an image's pixels, an audio's duration, a text or the sample count is over its limit.",
+        415: "A file that is not a supported image/audio, or a compressed body.",
+        422: "No input, unknown input/output, corrupt file, or a modality the model does not accept.",
+        503: "Queue full (see Retry-After) or not ready.",
+        504: "A sample waited too long in the queue.",
+    }.items()
+}
+_NOT_FOUND: dict[int | str, dict[str, Any]] = {404: _ERRORS[404], 503: _ERRORS[503]}
+
+
+@router.get("/v2", response_model=ServerMetadata, summary="Server metadata")
+@router.get("/v2/", response_model=ServerMetadata, include_in_schema=False)
+async def server_metadata() -> ServerMetadata:
+    return ServerMetadata(name="fusion-serve", version=__version__, extensions=EXTENSIONS)
+
+
+@router.get("/v2/health/live", response_model=ServerLive, summary="Server live")
+async def server_live() -> ServerLive:
+    return ServerLive(live=True)
+
+
+@router.get(
+    "/v2/health/ready",
+    response_model=ServerReady,
+    summary="Server ready: every model loaded and warmed up",
+    responses={400: {"model": ServerReady, "description": "Loading, warming up, or shutting down."}},
+)
+async def server_ready(request: Request) -> JSONResponse:
+    ready = _is_ready(request)
+    return JSONResponse(ServerReady(ready=ready).model_dump(), status_code=200 if ready else 400)
+
+
+@router.get("/v2/models/{name}", response_model=ModelMetadata, responses=_NOT_FOUND, summary="Model metadata")
+async def model_metadata(name: ModelName, registry: RegistryDep) -> ModelMetadata:
+    return oip_model.model_metadata(oip_model.resolve(registry, name, None))
+
+
+@router.get(
+    "/v2/models/{name}/versions/{version}",
+    response_model=ModelMetadata,
+    responses=_NOT_FOUND,
+    summary="Model metadata (a version)",
+)
+async def model_version_metadata(name: ModelName, version: Version, registry: RegistryDep) -> ModelMetadata:
+    return oip_model.model_metadata(oip_model.resolve(registry, name, version))
+
+
+_READY_RESPONSES: dict[int | str, dict[str, Any]] = {
+    400: {"model": ModelReady, "description": "Not ready yet."},
+    404: _ERRORS[404],
+}
+
+
+@router.get("/v2/models/{name}/ready", response_model=ModelReady, responses=_READY_RESPONSES, summary="Model ready")
+async def model_ready(request: Request, name: ModelName) -> JSONResponse:
+    return _model_ready(request, name, None)
+
+
+@router.get(
+    "/v2/models/{name}/versions/{version}/ready",
+    response_model=ModelReady,
+    responses=_READY_RESPONSES,
+    summary="Model ready (a version)",
+)
+async def model_version_ready(request: Request, name: ModelName, version: Version) -> JSONResponse:
+    return _model_ready(request, name, version)
+
+
+@router.get(
+    "/v2/models/{name}/config",
+    response_model=ModelConfig,
+    responses=_NOT_FOUND,
+    summary="Model configuration (Triton's extension; perf_analyzer reads it)",
+)
+async def model_config(name: ModelName, registry: RegistryDep) -> ModelConfig:
+    return oip_model.model_config(oip_model.resolve(registry, name, None))
+
+
+@router.get(
+    "/v2/models/{name}/versions/{version}/config",
+    response_model=ModelConfig,
+    responses=_NOT_FOUND,
+    summary="Model configuration (a version)",
+)
+async def model_version_config(name: ModelName, version: Version, registry: RegistryDep) -> ModelConfig:
+    return oip_model.model_config(oip_model.resolve(registry, name, version))
+
+
+def _inline(schema: dict[str, Any]) -> dict[str, Any]:
+    """A pydantic JSON schema with its `$defs` references inlined (OpenAPI would resolve them against itself)."""
+    defs = schema.get("$defs", {})
+
+    def walk(node: Any) -> Any:
+        if isinstance(node, dict):
+            if "$ref" in node:
+                return walk(defs[node["$ref"].rsplit("/", 1)[-1]])
+            return {k: walk(v) for k, v in node.items() if k != "$defs"}
+        if isinstance(node, list):
+            return [walk(v) for v in node]
+        return node
+
+    return walk(schema)
+
+
+_BINARY_BODY = {
+    "schema": {"type": "string", "format": "binary"},
+    "description": f"The JSON object, then the binary tensor data; the {HEADER_LENGTH} header gives the JSON's length.",
+}
+_INFER_DOCS: dict[str, Any] = {
+    "openapi_extra": {
+        "requestBody": {
+            "required": True,
+            "content": {
+                JSON_CONTENT_TYPE: {"schema": _inline(InferRequest.model_json_schema())},
+                BINARY_CONTENT_TYPE: _BINARY_BODY,
+            },
+        }
+    },
+    "responses": {
+        200: {"model": InferResponse, "content": {BINARY_CONTENT_TYPE: _BINARY_BODY}},
+        **_ERRORS,
+    },
+    "response_class": Response,
+}
+HeaderLength = Annotated[
+    str | None,
+    Header(
+        alias=HEADER_LENGTH,
+        description="Binary tensor data extension: the length of the JSON part; the binary data follow it.",
+    ),
+]
+
+
+@router.post("/v2/models/{name}/infer", summary="Inference", **_INFER_DOCS)
+async def infer(
+    request: Request, name: ModelName, registry: RegistryDep, settings: SettingsDep, header_length: HeaderLength = None
+) -> Response:
+    return await _infer(request, oip_model.resolve(registry, name, None), settings, header_length)
+
+
+@router.post("/v2/models/{name}/versions/{version}/infer", summary="Inference (a version)", **_INFER_DOCS)
+async def infer_version(
+    request: Request,
+    name: ModelName,
+    version: Version,
+    registry: RegistryDep,
+    settings: SettingsDep,
+    header_length: HeaderLength = None,
+) -> Response:
+    return await _infer(request, oip_model.resolve(registry, name, version), settings, header_length)
+
+
+@router.api_route(
+    "/v2/{path:path}", methods=["GET", "POST", "PUT", "DELETE", "PATCH", "HEAD", "OPTIONS"], include_in_schema=False
+)
+async def no_such_endpoint(request: Request, path: str) -> Response:
+    endpoint = f"{request.method} {request.url.path}"
+    return oip_error(404, f"no endpoint {endpoint}; the Open Inference Protocol endpoints are listed at /docs")
+
+
+async def _infer(request: Request, model: ServedModel, settings: Settings, header_length: str | None) -> Response:
+    encoding = request.headers.get("content-encoding", "identity").strip().lower()
+    if encoding != "identity":
+        raise UnsupportedMediaType(f"Content-Encoding {encoding!r} is not supported; send the body uncompressed")
+    body = await read_body(request.stream(), request.headers.get("content-length"), settings.max_body_bytes)
+    pool = request.app.state.preprocess_pool
+    loop = asyncio.get_running_loop()
+    parsed, raws, wanted = await loop.run_in_executor(pool, _parse, body, header_length, model, settings.max_part_bytes)
+    predictions = await _unless_client_leaves(request, predict_many(model, raws, decode_limits(settings), pool))
+    if predictions is None:
+        return Response(status_code=499)  # the client left; nobody reads this
+    tensors = oip_model.output_tensors(model, predictions, wanted)
+    content, json_length = encode_infer_response(model.name, model.spec.version, parsed.id, tensors)
+    if json_length is None:
+        return Response(content, media_type=JSON_CONTENT_TYPE)
+    return Response(content, media_type=BINARY_CONTENT_TYPE, headers={HEADER_LENGTH: str(json_length)})
+
+
+def _parse(
+    body: bytes, header_length: str | None, model: ServedModel, max_element_bytes: int
+) -> tuple[ParsedRequest, list[RawInputs], tuple[RequestedOutput, ...]]:
+    """Parse the body into samples and the outputs wanted (CPU work: JSON, base64; run off the event loop)."""
+    parsed = parse_infer_request(body, header_length, max_elements=model.batcher.config.max_queue_size)
+    return parsed, oip_model.raw_samples(parsed, max_element_bytes), oip_model.requested_outputs(parsed, model)
+
+
+def _is_ready(request: Request) -> bool:
+    state = request.app.state
+    return getattr(state, "registry", None) is not None and bool(state.ready)
+
+
+def _model_ready(request: Request, name: str, version: str | None) -> JSONResponse:
+    if not _is_ready(request):
+        return JSONResponse(ModelReady(name=name, ready=False).model_dump(), status_code=400)
+    oip_model.resolve(request.app.state.registry, name, version)
+    return JSONResponse(ModelReady(name=name, ready=True).model_dump())
