@@ -18,7 +18,7 @@ from app.batching import BatchResult
 from app.collate import Sample
 from app.decoding import DecodeLimits
 from app.errors import MissingInput, PayloadTooLarge, ServiceError
-from app.serving import Prediction, RawInputs, ServedModel
+from app.serving import Prediction, RawInputs, ServedModel, prepare_sample
 
 T = TypeVar("T")
 
@@ -40,7 +40,7 @@ async def predict_many(
     loop = asyncio.get_running_loop()
     t0 = time.perf_counter()
     prepared = await asyncio.gather(
-        *(loop.run_in_executor(pool, _named, i, len(raws), model.prepare, raw, limits) for i, raw in enumerate(raws)),
+        *(loop.run_in_executor(pool, _named, i, len(raws), prepare_sample, model.preprocessor, raw, limits) for i, raw in enumerate(raws)),
         return_exceptions=True,
     )
     samples: list[Sample] = []

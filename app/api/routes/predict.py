@@ -99,7 +99,7 @@ async def _predict(request: Request, model: ServedModel, settings: Settings, top
     raw = RawInputs(**{name: bytes(p.data) for name, p in parts.items() if p.data})
     request.state.modalities = raw.modalities  # for the access log
     pool = request.app.state.preprocess_pool
-    outcome = await _unless_client_leaves(request, model.predict(raw, decode_limits(settings), pool))
+    outcome = await unless_client_leaves(request, model.predict(raw, decode_limits(settings), pool))
     if outcome is None:
         return Response(status_code=499)  # nginx's "client closed request"; nobody reads it
     request.state.batch_size = outcome.batch_size
@@ -114,7 +114,7 @@ def decode_limits(settings: Settings) -> DecodeLimits:
     )
 
 
-async def _unless_client_leaves(request: Request, work: Awaitable[T]) -> T | None:
+async def unless_client_leaves(request: Request, work: Awaitable[T]) -> T | None:
     """Run `work`; if the client disconnects first, cancel it (a queued request is then skipped) and return None."""
     task = asyncio.ensure_future(work)
     watcher = asyncio.ensure_future(_disconnected(request))

@@ -38,7 +38,7 @@ from app.api.oip_schemas import (
     ServerMetadata,
     ServerReady,
 )
-from app.api.routes.predict import ModelName, _unless_client_leaves, decode_limits
+from app.api.routes.predict import ModelName, unless_client_leaves, decode_limits
 from app.config import Settings
 from app.errors import UnsupportedMediaType
 from app.multi_predict import predict_many
@@ -222,7 +222,7 @@ async def _infer(request: Request, model: ServedModel, settings: Settings, heade
     pool = request.app.state.preprocess_pool
     loop = asyncio.get_running_loop()
     parsed, raws, wanted = await loop.run_in_executor(pool, _parse, body, header_length, model, settings.max_part_bytes)
-    predictions = await _unless_client_leaves(request, predict_many(model, raws, decode_limits(settings), pool))
+    predictions = await unless_client_leaves(request, predict_many(model, raws, decode_limits(settings), pool))
     if predictions is None:
         return Response(status_code=499)  # the client left; nobody reads this
     tensors = oip_model.output_tensors(model, predictions, wanted)
