@@ -1,4 +1,7 @@
-"""FastAPI dependencies: the app's settings and model registry, typed for route signatures."""
+"""FastAPI dependencies: the app's settings and model registry, typed for route signatures.
+
+They are `async` so that FastAPI calls them inline instead of hopping to its thread pool for each request.
+"""
 from __future__ import annotations
 
 from typing import Annotated
@@ -10,11 +13,11 @@ from app.errors import NotReady
 from app.serving import ModelRegistry
 
 
-def get_settings(request: Request) -> Settings:
+async def get_settings(request: Request) -> Settings:
     return request.app.state.settings
 
 
-def get_registry(request: Request) -> ModelRegistry:
+async def get_registry(request: Request) -> ModelRegistry:
     """The loaded models; 503 until they are loaded and warmed up."""
     registry: ModelRegistry | None = getattr(request.app.state, "registry", None)
     if registry is None or not request.app.state.ready:

@@ -6,12 +6,12 @@ import time
 from collections.abc import Awaitable
 from typing import Annotated, Any, TypeVar
 
-import numpy as np
+import orjson
 from fastapi import APIRouter, Path, Query, Request, Response
 
 from app.api.deps import RegistryDep, SettingsDep
 from app.api.multipart import FormLimits, read_form
-from app.api.schemas import ErrorBody, PredictResponse, Timing, TopEntry
+from app.api.schemas import ErrorBody, PredictResponse
 from app.config import Settings
 from app.decoding import DecodeLimits
 from app.model.spec import MODALITIES
@@ -70,7 +70,7 @@ ModelName = Annotated[str, Path(description="A model name from GET /v1/models.",
 )
 async def predict_default(
     request: Request, registry: RegistryDep, settings: SettingsDep, top_k: TopK = 5
-) -> PredictResponse | Response:
+) -> Response:
     return await _predict(request, registry.get(None), settings, top_k)
 
 
@@ -83,11 +83,11 @@ async def predict_default(
 )
 async def predict_named(
     request: Request, name: ModelName, registry: RegistryDep, settings: SettingsDep, top_k: TopK = 5
-) -> PredictResponse | Response:
+) -> Response:
     return await _predict(request, registry.get(name), settings, top_k)
 
 
-async def _predict(request: Request, model: ServedModel, settings: Settings, top_k: int) -> PredictResponse | Response:
+async def _predict(request: Request, model: ServedModel, settings: Settings, top_k: int) -> Response:
     arrived = time.perf_counter()
     parts = await read_form(
         request.headers.get("content-type"),
@@ -135,21 +135,24 @@ async def _disconnected(request: Request) -> None:
         pass
 
 
-def _response(model: ServedModel, p: Prediction, top_k: int, arrived: float) -> PredictResponse:
+def _response(model: ServedModel, p: Prediction, top_k: int, arrived: float) -> Response:
+    """The PredictResponse document, serialised directly (it is built from trusted values, so FastAPI's
+    response-model validation would only cost time)."""
     labels = model.spec.labels
-    probs = p.probabilities
-    order = np.argsort(-probs, kind="stable")[: min(top_k, len(labels))]
-    return PredictResponse(
-        model=model.name,
-        version=model.spec.version,
-        probabilities={label: float(v) for label, v in zip(labels, probs)},
-        top=[TopEntry(label=labels[i], probability=float(probs[i])) for i in order],
-        modalities=list(p.modalities),
-        timing=Timing(
-            preprocess_ms=round(p.preprocess_ms, 3),
-            queue_ms=round(p.queue_ms, 3),
-            inference_ms=round(p.compute_ms, 3),
-            total_ms=round((time.perf_counter() - arrived) * 1e3, 3),
-            batch_size=p.batch_size,
-        ),
-    )
+    probs = p.probabilities.tolist()
+    order = sorted(range(len(labels)), key=probs.__getitem__, reverse=True)[:top_k]
+    body = {
+        "model": model.name,
+        "version": model.spec.version,
+        "probabilities": dict(zip(labels, probs)),
+        "top": [{"label": labels[i], "probability": probs[i]} for i in order],
+        "modalities": list(p.modalities),
+        "timing": {
+            "preprocess_ms": round(p.preprocess_ms, 3),
+            "queue_ms": round(p.queue_ms, 3),
+            "inference_ms": round(p.compute_ms, 3),
+            "total_ms": round((time.perf_counter() - arrived) * 1e3, 3),
+            "batch_size": p.batch_size,
+        },
+    }
+    return Response(orjson.dumps(body), media_type="application/json")
