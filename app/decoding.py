@@ -64,7 +64,8 @@ def decode_image(data: bytes, limits: DecodeLimits) -> Image.Image:
             warnings.simplefilter("ignore")
             im.seek(0)
             im.load()
-            return ImageOps.exif_transpose(im)
+            ImageOps.exif_transpose(im, in_place=True)
+            return im
     except Image.DecompressionBombError:
         raise PayloadTooLarge(_too_many_pixels(limits)) from None
     except Exception:  # noqa: BLE001 - see above

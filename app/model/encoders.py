@@ -95,8 +95,35 @@ class TextEncoder(nn.Module):
         return self.proj(self.norm(pooled))
 
 
+class TemporalCNN(nn.Module):
+    """1-D residual convolutions over time, mel bins as channels, then global average pooling over time."""
+
+    def __init__(self, n_mels: int, width: int, dim: int) -> None:
+        super().__init__()
+        c = 4 * width
+        self.stem = nn.Sequential(nn.Conv1d(n_mels, c, 3, padding=1, bias=False), nn.BatchNorm1d(c), nn.ReLU(inplace=True))
+        self.blocks = nn.ModuleList(
+            nn.Sequential(
+                nn.Conv1d(c, c, 3, stride=2, padding=1, bias=False),
+                nn.BatchNorm1d(c),
+                nn.ReLU(inplace=True),
+                nn.Conv1d(c, c, 3, padding=1, bias=False),
+                nn.BatchNorm1d(c),
+            )
+            for _ in range(3)
+        )
+        self.pool = nn.MaxPool1d(2, ceil_mode=True)
+        self.proj = nn.Linear(c, dim)
+
+    def forward(self, mel: torch.Tensor) -> torch.Tensor:
+        x = self.stem(mel.squeeze(1))
+        for block in self.blocks:
+            x = torch.relu(block(x) + self.pool(x))
+        return self.proj(x.mean(dim=2))
+
+
 class AudioEncoder(nn.Module):
-    """Waveforms [N, S] at the spec's sample rate -> log-mel -> small CNN -> [N, dim]."""
+    """Waveforms [N, S] at the spec's sample rate -> log-mel -> temporal or 2-D small CNN -> [N, dim]."""
 
     def __init__(self, spec: AudioSpec, dim: int) -> None:
         super().__init__()
@@ -108,7 +135,9 @@ class AudioEncoder(nn.Module):
             spec.f_min,
             spec.f_max if spec.f_max is not None else spec.sample_rate / 2,
         )
-        self.cnn = SmallCNN(1, spec.width, dim)
+        self.cnn: nn.Module = (
+            TemporalCNN(spec.n_mels, spec.width, dim) if spec.encoder == "tcnn" else SmallCNN(1, spec.width, dim)
+        )
 
     def forward(self, wave: torch.Tensor) -> torch.Tensor:
         mel = self.features(wave)

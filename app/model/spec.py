@@ -11,6 +11,7 @@ FusionType = Literal["concat", "weighted_sum", "product", "gated", "attention", 
 FUSION_TYPES: tuple[FusionType, ...] = ("concat", "weighted_sum", "product", "gated", "attention", "late")
 ImageEncoderType = Literal["cnn", "resnet18", "resnet50", "mobilenet_v3_small"]
 TextEncoderType = Literal["transformer", "lstm", "gru"]
+AudioEncoderType = Literal["tcnn", "cnn"]
 
 
 class _Strict(BaseModel):
@@ -70,8 +71,13 @@ class TextSpec(_Strict):
 
 
 class AudioSpec(_Strict):
-    """Audio preprocessing (resample, downmix, crop/pad) and the log-mel front end of its encoder."""
+    """Audio preprocessing (resample, downmix, crop/pad) and the log-mel front end of its encoder.
 
+    `tcnn` convolves over time with the mel bins as channels (cheap; keyword-spotting style); `cnn` is the 2-D
+    small CNN over the spectrogram image.
+    """
+
+    encoder: AudioEncoderType = "tcnn"
     sample_rate: int = Field(16000, ge=1000, le=192000)
     clip_seconds: float = Field(1.5, gt=0, le=60)
     n_fft: int = Field(400, ge=16)

@@ -72,6 +72,7 @@ class TrainConfig:
     text_layers: int = 2
     text_heads: int = 4
     # audio
+    audio_encoder: str = "tcnn"
     sample_rate: int = 16000
     clip_seconds: float = 1.5
     n_fft: int = 400
@@ -126,6 +127,7 @@ def build_spec(cfg: TrainConfig, manifest: Manifest, texts: list[str]) -> Artifa
         if "text" in mods
         else None,
         audio=AudioSpec(
+            encoder=cfg.audio_encoder,  # type: ignore[arg-type]
             sample_rate=cfg.sample_rate,
             clip_seconds=cfg.clip_seconds,
             n_fft=cfg.n_fft,
@@ -379,6 +381,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     for name in ("max_tokens", "text_dim", "text_layers", "text_heads"):
         g.add_argument(f"--{name.replace('_', '-')}", type=int, default=getattr(d, name))
     g = parser.add_argument_group("audio encoder")
+    g.add_argument("--audio-encoder", choices=["tcnn", "cnn"], default=d.audio_encoder)
     for name in ("sample_rate", "n_fft", "hop_length", "n_mels", "audio_width"):
         g.add_argument(f"--{name.replace('_', '-')}", type=int, default=getattr(d, name))
     g.add_argument("--clip-seconds", type=float, default=d.clip_seconds)
