@@ -165,29 +165,33 @@ def assign_labels_and_splits(size: int, seed: int) -> tuple[np.ndarray, list[str
 
 
 def _render_all(context: _Context, tasks: list[tuple[int, int]], workers: int) -> list[str]:
+    """Render every row (in this process when workers <= 1); returns the captions in row order."""
+    global _context
     captions = [""] * len(tasks)
-    progress = tqdm(total=len(tasks), desc="make-data", unit="row", disable=None)
-    if workers <= 1:
-        _init_worker(context)
-        results = map(_render_sample, tasks)
-        for index, caption in results:
-            captions[index] = caption
-            progress.update()
-    else:
-        # spawn, not fork: the caller may already hold threads (torch, tqdm) that fork would copy mid-state.
-        with multiprocessing.get_context("spawn").Pool(workers, _init_worker, (context,)) as pool:
-            for index, caption in pool.imap_unordered(_render_sample, tasks, chunksize=32):
-                captions[index] = caption
-                progress.update()
-    progress.close()
+    with tqdm(total=len(tasks), desc="make-data", unit="row", disable=None) as progress:
+        if workers <= 1:
+            _context = context
+            try:
+                for index, caption in map(_render_sample, tasks):
+                    captions[index] = caption
+                    progress.update()
+            finally:
+                _context = None
+        else:
+            # spawn, not fork: the caller may hold threads (torch, tqdm) that fork would copy mid-state.
+            with multiprocessing.get_context("spawn").Pool(workers, _init_worker, (context,)) as pool:
+                for index, caption in pool.imap_unordered(_render_sample, tasks, chunksize=32):
+                    captions[index] = caption
+                    progress.update()
     return captions
 
 
 def generate(out_dir: Path, size: int, seed: int = 0, workers: int = 2, **noise_settings: Any) -> Path:
     """Generate `size` rows into `out_dir` and return the path of its `manifest.jsonl`.
 
-    `noise_settings` takes the flat names of NoiseSettings (e.g. `image_corrupt_prob=0.3`).
-    Raises EspeakNotFoundError when espeak-ng is not installed.
+    `noise_settings` takes the flat names of NoiseSettings (e.g. `image_corrupt_prob=0.3`);
+    `workers` <= 1 renders in this process. Raises EspeakNotFoundError when espeak-ng is not
+    installed.
     """
     if size < 1:
         raise ValueError(f"size must be at least 1, got {size}")

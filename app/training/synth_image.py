@@ -38,6 +38,13 @@ class ImageNoise:
         default=1.0, metadata={"help": "scale of the affine/elastic/noise distortion of the other images"}
     )
 
+    def __post_init__(self) -> None:
+        for name in ("corrupt_prob", "handwritten_prob"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ValueError(f"image {name} must be within [0, 1], got {getattr(self, name)}")
+        if self.distortion < 0:
+            raise ValueError(f"image distortion must be >= 0, got {self.distortion}")
+
 
 @dataclass(frozen=True)
 class GlyphBank:
@@ -129,7 +136,8 @@ def build_glyph_bank(font_dirs: tuple[Path, ...] = FONT_DIRS) -> GlyphBank:
     """Every digit of every usable font under `font_dirs`, plus the UCI handwritten digits.
 
     Fonts whose digits look nearly the same as an already kept font's are skipped (many script
-    fonts embed the same Latin digits), so no design is over-weighted.
+    fonts embed the same Latin digits), so no design is over-weighted. The result is cached and
+    shared: treat its arrays as read-only.
     """
     candidates = sorted(
         path for root in font_dirs for path in Path(root).rglob("*") if path.suffix.lower() in _FONT_SUFFIXES
@@ -204,13 +212,13 @@ def _distort(glyph: np.ndarray, rng: np.random.Generator, strength: float) -> np
         frame = _stroke(frame, rng)
     frame = _affine(
         frame,
-        rotation=np.deg2rad(np.clip(rng.normal(0, 12 * strength), -35, 35)),
-        scale=rng.uniform(1 - 0.2 * strength, 1 + 0.12 * strength),
-        shear=np.clip(rng.normal(0, 0.18 * strength), -0.5, 0.5),
-        shift=rng.normal(0, 2.0 * strength * _SCALE, 2),
+        rotation=np.deg2rad(np.clip(rng.normal(0, 8 * strength), -30, 30)),
+        scale=rng.uniform(1 - 0.15 * strength, 1 + 0.08 * strength),
+        shear=np.clip(rng.normal(0, 0.12 * strength), -0.4, 0.4),
+        shift=rng.normal(0, 0.8 * strength * _SCALE, 2),
     )
     if rng.random() < 0.5:
-        frame = _elastic(frame, rng, alpha=rng.uniform(20, 60) * strength, sigma=rng.uniform(4, 6))
+        frame = _elastic(frame, rng, alpha=rng.uniform(15, 40) * strength, sigma=rng.uniform(4, 6))
     return frame.reshape(IMAGE_SIZE, _SCALE, IMAGE_SIZE, _SCALE).mean(axis=(1, 3))
 
 

@@ -76,6 +76,13 @@ class TextNoise:
     )
     typo_prob: float = field(default=0.35, metadata={"help": "probability of 1-3 typos in a caption"})
 
+    def __post_init__(self) -> None:
+        kinds = (self.uninformative_prob, self.misleading_prob, self.hedge_prob)
+        if min(*kinds, self.typo_prob) < 0 or sum(kinds) > 1 or self.typo_prob > 1:
+            raise ValueError(
+                "text probabilities must be >= 0, typo_prob <= 1 and uninformative + misleading + hedge <= 1"
+            )
+
 
 def _neighbour(char: str, rng: np.random.Generator) -> str:
     for row in _KEYBOARD_ROWS:
