@@ -31,13 +31,18 @@ class Predictor:
         self.spec: ArtifactSpec = artifact.spec
         self.device = device
         self.model = artifact.model.to(device).eval()
-        self.temperature = float(self.spec.temperature)
+        # Temperature per modality subset, looked up by the mask bits (image 1, text 2, audio 4) of each sample.
+        self._temperatures = torch.tensor(
+            [self.spec.temperature_for(m for i, m in enumerate(MODALITIES) if code >> i & 1) for code in range(8)]
+        )
+        self._bit_values = torch.tensor([1 << i for i in range(len(MODALITIES))])
         self._autocast_dtype = _DTYPES[self.spec.dtype] if device.type == "cuda" else None
         self.forward_passes = 0
 
     def predict(self, samples: list[Sample]) -> list[np.ndarray]:
         """Class probabilities (float32, summing to 1) for each sample, in order."""
         batch = collate(samples)
+        temperature = self._temperatures[(batch.mask.long() * self._bit_values).sum(dim=1)].unsqueeze(1)
         if self.device.type == "cuda":
             batch = batch.pin_memory().to(self.device, non_blocking=True)
         with torch.inference_mode():
@@ -47,7 +52,7 @@ class Predictor:
                 enabled=self._autocast_dtype is not None and self._autocast_dtype != torch.float32,
             ):
                 logits = self.model(batch)
-            probs = torch.softmax(logits.float() / self.temperature, dim=-1).cpu().numpy()
+            probs = torch.softmax(logits.float().cpu() / temperature, dim=-1).numpy()
             self.forward_passes += 1
         return list(probs)
 

@@ -66,7 +66,8 @@ class ModelInfo(BaseModel):
     fusion: str
     parameters: int
     device: str
-    temperature: float
+    temperature: float = Field(description="Calibration temperature for input subsets without their own.")
+    subset_temperatures: dict[str, float] = Field(description="Calibration temperature per input subset.")
     preprocessing: Preprocessing
     limits: Limits
     metrics: dict[str, Any] = Field(description="Evaluation metrics from the model's card (metrics.json).")

@@ -1,6 +1,8 @@
 """The artifact's `config.json` schema: architecture, preprocessing, labels and calibration of one model."""
 from __future__ import annotations
 
+import itertools
+from collections.abc import Iterable
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -12,6 +14,16 @@ FUSION_TYPES: tuple[FusionType, ...] = ("concat", "weighted_sum", "product", "ga
 ImageEncoderType = Literal["cnn", "resnet18", "resnet50", "mobilenet_v3_small"]
 TextEncoderType = Literal["transformer", "lstm", "gru"]
 AudioEncoderType = Literal["tcnn", "cnn"]
+
+
+def subset_key(modalities: Iterable[str]) -> str:
+    """Canonical name of a modality subset: its members in MODALITIES order joined by '+', e.g. 'image+audio'."""
+    present = set(modalities)
+    return "+".join(m for m in MODALITIES if m in present)
+
+
+def _nonempty_subsets(modalities: tuple[str, ...]) -> list[tuple[str, ...]]:
+    return [c for r in range(1, len(modalities) + 1) for c in itertools.combinations(modalities, r)]
 
 
 class _Strict(BaseModel):
@@ -131,7 +143,11 @@ class ArtifactSpec(_Strict):
     text: TextSpec | None = None
     audio: AudioSpec | None = None
     fusion: FusionSpec = FusionSpec()
-    temperature: float = Field(1.0, gt=0, description="Calibration temperature applied to the logits.")
+    temperature: float = Field(1.0, gt=0, description="Calibration temperature for subsets without their own.")
+    subset_temperatures: dict[str, float] = Field(
+        default_factory=dict,
+        description="Temperature per modality subset given at prediction time, e.g. {'image+text': 1.3}.",
+    )
     dtype: Literal["float32", "bfloat16", "float16"] = Field(
         "float32", description="Compute dtype on CUDA; the CPU always computes in float32."
     )
@@ -148,7 +164,17 @@ class ArtifactSpec(_Strict):
                 raise ValueError(f"modality '{m}' must be listed in modalities exactly when its section is present")
         if self.image is None and self.text is None and self.audio is None:
             raise ValueError("at least one modality section is required")
+        valid = {subset_key(c) for c in _nonempty_subsets(self.ordered_modalities)}
+        for key, t in self.subset_temperatures.items():
+            if key not in valid:
+                raise ValueError(f"subset_temperatures: {key!r} is not a subset of {'+'.join(self.ordered_modalities)}")
+            if not t > 0:
+                raise ValueError(f"subset_temperatures[{key!r}] must be positive")
         return self
+
+    def temperature_for(self, modalities: Iterable[str]) -> float:
+        """The calibration temperature for a prediction made from `modalities`."""
+        return self.subset_temperatures.get(subset_key(modalities), self.temperature)
 
     @property
     def ordered_modalities(self) -> tuple[Modality, ...]:

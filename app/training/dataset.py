@@ -52,6 +52,13 @@ def load_examples(
     return Examples(samples=[s for s, _ in kept], targets=torch.tensor([t for _, t in kept], dtype=torch.long))
 
 
+def restrict(examples: Examples, keep: tuple[str, ...]) -> Examples:
+    """Only the modalities in `keep`; examples left with none are dropped."""
+    pairs = [(drop_modalities(s, keep), t) for s, t in zip(examples.samples, examples.targets.tolist())]
+    pairs = [(s, t) for s, t in pairs if s.modalities]
+    return Examples(samples=[s for s, _ in pairs], targets=torch.tensor([t for _, t in pairs], dtype=torch.long))
+
+
 def drop_modalities(sample: Sample, keep: tuple[str, ...]) -> Sample:
     """The sample with only the modalities in `keep` (those it has)."""
     return replace(sample, **{m: None for m in MODALITIES if m not in keep})

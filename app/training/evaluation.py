@@ -4,14 +4,13 @@ from __future__ import annotations
 import itertools
 from dataclasses import dataclass
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from sklearn.metrics import confusion_matrix, f1_score
 
 from app.collate import collate
 from app.model.classifier import FusionClassifier
-from app.model.spec import MODALITIES
+from app.model.spec import MODALITIES, subset_key
 from app.training.dataset import Examples, drop_modalities
 
 
@@ -22,7 +21,7 @@ def subsets(modalities: tuple[str, ...]) -> list[tuple[str, ...]]:
 
 
 def subset_name(keep: tuple[str, ...]) -> str:
-    return "+".join(keep)
+    return subset_key(keep)
 
 
 @dataclass(frozen=True)
@@ -55,11 +54,14 @@ def macro_f1(lg: Logits, n_classes: int) -> float:
     )
 
 
-def nll(lg: Logits, temperature: float = 1.0) -> float:
+Temperature = float | torch.Tensor  # a scalar, or one per example shaped [N, 1]
+
+
+def nll(lg: Logits, temperature: Temperature = 1.0) -> float:
     return float(F.cross_entropy(lg.logits / temperature, lg.targets))
 
 
-def calibration_bins(lg: Logits, temperature: float = 1.0, n_bins: int = 15) -> list[dict[str, float]]:
+def calibration_bins(lg: Logits, temperature: Temperature = 1.0, n_bins: int = 15) -> list[dict[str, float]]:
     """Reliability diagram data: per confidence bin, its count, mean confidence and accuracy."""
     probs = torch.softmax(lg.logits / temperature, dim=1)
     conf, pred = probs.max(dim=1)
@@ -79,7 +81,7 @@ def calibration_bins(lg: Logits, temperature: float = 1.0, n_bins: int = 15) -> 
     return bins
 
 
-def ece(lg: Logits, temperature: float = 1.0, n_bins: int = 15) -> float:
+def ece(lg: Logits, temperature: Temperature = 1.0, n_bins: int = 15) -> float:
     """Expected calibration error: bin-weighted |accuracy - confidence| over equal-width confidence bins."""
     total = len(lg.targets)
     if not total:
@@ -91,7 +93,8 @@ def fit_temperature(lg: Logits) -> float:
     """Temperature scaling: the T > 0 minimising the NLL of logits / T (optimised over log T)."""
     log_t = torch.zeros(1, requires_grad=True)
     opt = torch.optim.LBFGS([log_t], lr=0.1, max_iter=200, line_search_fn="strong_wolfe")
-    logits, targets = lg.logits.detach(), lg.targets
+    # Normal tensors: the logits and targets were made in inference mode, which autograd cannot use.
+    logits, targets = lg.logits.clone(), lg.targets.clone()
 
     def closure() -> torch.Tensor:
         opt.zero_grad()

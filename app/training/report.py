@@ -36,8 +36,15 @@ def card(spec: ArtifactSpec, m: dict[str, Any]) -> str:
             f"audio: log-mel ({spec.audio.n_mels} mels, {spec.audio.sample_rate} Hz, {spec.audio.clip_seconds:g} s) + cnn"
         )
     subset_rows = [
-        [name.replace("+", " + "), str(s["count"]), _pct(s["accuracy"]), _pct(s["macro_f1"]), _pct(s["ece"])]
-        for name, s in sorted(m["subsets"].items(), key=lambda kv: (kv[0].count("+"), kv[0]))
+        [
+            name.replace("+", " + "),
+            str(x["count"]),
+            _pct(x["accuracy"]),
+            _pct(x["macro_f1"]),
+            f"{_pct(x['ece_before'])} -> {_pct(x['ece_after'])}",
+            f"{x['temperature']:.2f}",
+        ]
+        for name, x in sorted(m["subsets"].items(), key=lambda kv: (kv[0].count("+"), kv[0]))
     ]
     out = [
         f"# {spec.name} v{spec.version}",
@@ -50,24 +57,41 @@ def card(spec: ArtifactSpec, m: dict[str, Any]) -> str:
         f"- encoders: {'; '.join(enc)}",
         f"- fusion: {spec.fusion.type} (dim {spec.fusion.dim})",
         f"- parameters: {m['parameters']:,}",
-        f"- calibration temperature: {spec.temperature:.3f} (fitted on the validation split, all modality subsets)",
+        "- calibration: temperature scaling fitted on the validation split, one temperature per modality subset "
+        f"(the service applies the one matching the inputs of each request); pooled fallback {spec.temperature:.2f}",
         "",
         f"## Evaluation ({m['split']} split, {m['examples']} examples)",
         _table(
             ["metric", "value"],
             [
                 ["accuracy (all modalities)", _pct(m["accuracy"])],
-                ["macro-F1", _pct(m["macro_f1"])],
-                ["ECE before calibration", _pct(m["ece_before_calibration"])],
-                ["ECE after calibration", _pct(m["ece_after_calibration"])],
-                ["NLL before / after", f"{m['nll_before_calibration']:.3f} / {m['nll_after_calibration']:.3f}"],
+                ["macro-F1 (all modalities)", _pct(m["macro_f1"])],
+                ["ECE, all modalities: before -> after calibration",
+                 f"{_pct(m['ece_before_calibration'])} -> {_pct(m['ece_after_calibration'])}"],
+                ["ECE, every modality subset pooled: before -> after",
+                 f"{_pct(m['ece_all_subsets_before'])} -> {_pct(m['ece_all_subsets_after'])}"],
+                ["NLL, all modalities: before -> after",
+                 f"{m['nll_before_calibration']:.3f} -> {m['nll_after_calibration']:.3f}"],
             ],
         ),
         "",
-        "### Accuracy per modality subset (the inputs given at prediction time)",
-        _table(["inputs", "examples", "accuracy", "macro-F1", "ECE (calibrated)"], subset_rows),
+        "### Per modality subset (the inputs given at prediction time; same model)",
+        _table(["inputs", "examples", "accuracy", "macro-F1", "ECE before -> after", "temperature"], subset_rows),
         "",
     ]
+    singles = m.get("single_modality_models")
+    if singles:
+        best = max(singles.items(), key=lambda kv: kv[1]["accuracy"])
+        out += [
+            "### Dedicated single-modality models (same settings, one encoder each)",
+            _table(["model", "accuracy", "macro-F1", "ECE (calibrated)"],
+                   [[f"{k} only", _pct(v["accuracy"]), _pct(v["macro_f1"]), _pct(v["ece_after_calibration"])]
+                    for k, v in singles.items()]),
+            "",
+            f"Fusion gain: {_pct(m['accuracy'])} with all modalities vs {_pct(best[1]['accuracy'])} for the best "
+            f"single-modality model ({best[0]}): **+{100 * (m['accuracy'] - best[1]['accuracy']):.1f} points**.",
+            "",
+        ]
     comparison = m.get("fusion_comparison")
     if comparison:
         mods = spec.ordered_modalities

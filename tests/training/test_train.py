@@ -55,7 +55,8 @@ def test_train_then_serve(manifest: Path, tmp_path: Path) -> None:
     assert 0 <= metrics["ece_after_calibration"] <= 1 and metrics["temperature"] > 0
     assert len(metrics["confusion_matrix"]) == 3
     card = (out / "card.md").read_text()
-    assert "Accuracy per modality subset" in card and "ECE after calibration" in card
+    assert "Per modality subset" in card and "ECE, all modalities: before -> after calibration" in card
+    assert set(metrics["subset_temperatures"]) == set(metrics["subsets"])
 
     with running_server(out.parent) as s, s.client() as c:
         info = c.get("/v1/models/toy").json()

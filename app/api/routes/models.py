@@ -52,6 +52,7 @@ def model_info(model: ServedModel, registry: ModelRegistry, settings: Settings) 
         parameters=model.parameter_count,
         device=str(model.predictor.device),
         temperature=spec.temperature,
+        subset_temperatures=spec.subset_temperatures,
         preprocessing=Preprocessing(
             image_size=spec.image.size if spec.image else None,
             image_channels=spec.image.channels if spec.image else None,
