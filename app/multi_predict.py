@@ -50,17 +50,7 @@ async def predict_many(
         samples.append(outcome)
     preprocess_ms = (time.perf_counter() - t0) * 1e3
     results = await _submit_all(model, samples)
-    return [
-        Prediction(
-            probabilities=r.value,
-            modalities=raw.modalities,
-            preprocess_ms=preprocess_ms,
-            queue_ms=r.queue_ms,
-            compute_ms=r.compute_ms,
-            batch_size=r.batch_size,
-        )
-        for raw, r in zip(raws, results)
-    ]
+    return [Prediction.of(r, raw.modalities, preprocess_ms) for raw, r in zip(raws, results)]
 
 
 def _named(index: int, total: int, step: Callable[..., T], *args: object) -> T:

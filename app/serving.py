@@ -16,11 +16,11 @@ from typing import Any
 import numpy as np
 import torch
 
-from app.batching import BatchConfig, BatchObserver, DynamicBatcher
+from app.batching import BatchConfig, BatchObserver, BatchResult, DynamicBatcher
 from app.collate import Sample
 from app.config import Settings
 from app.decoding import DecodeLimits, decode_audio, decode_image, decode_text
-from app.errors import ArtifactError, ModalityNotSupported, ModelNotFound, MissingInput
+from app.errors import ArtifactError, MissingInput, ModalityNotSupported, ModelNotFound
 from app.inference import Predictor, resolve_device
 from app.model.artifact import MODEL_NAME_RE, is_artifact_dir, load_artifact
 from app.model.spec import MODALITIES, ArtifactSpec, Modality
@@ -52,6 +52,17 @@ class Prediction:
     queue_ms: float
     compute_ms: float
     batch_size: int
+
+    @classmethod
+    def of(cls, result: BatchResult[np.ndarray], modalities: tuple[Modality, ...], preprocess_ms: float) -> Prediction:
+        return cls(
+            probabilities=result.value,
+            modalities=modalities,
+            preprocess_ms=preprocess_ms,
+            queue_ms=result.queue_ms,
+            compute_ms=result.compute_ms,
+            batch_size=result.batch_size,
+        )
 
 
 def prepare_sample(preprocessor: Preprocessor, raw: RawInputs, limits: DecodeLimits) -> Sample:
@@ -95,15 +106,7 @@ class ServedModel:
         t0 = time.perf_counter()
         sample = await loop.run_in_executor(pool, prepare_sample, self.preprocessor, raw, limits)
         preprocess_ms = (time.perf_counter() - t0) * 1e3
-        result = await self.batcher.submit(sample)
-        return Prediction(
-            probabilities=result.value,
-            modalities=raw.modalities,
-            preprocess_ms=preprocess_ms,
-            queue_ms=result.queue_ms,
-            compute_ms=result.compute_ms,
-            batch_size=result.batch_size,
-        )
+        return Prediction.of(await self.batcher.submit(sample), raw.modalities, preprocess_ms)
 
 
 class ModelRegistry:

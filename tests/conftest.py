@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -7,6 +8,7 @@ import pytest
 import torch
 
 from app.model.spec import FUSION_TYPES
+from app.serving import ModelRegistry
 from tests.helpers import Server, running_server, tiny_spec, write_tiny_artifact
 
 
@@ -41,3 +43,18 @@ def zoo_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def server(models_dir: Path) -> Iterator[Server]:
     with running_server(models_dir) as s:
         yield s
+
+
+@pytest.fixture()
+def held_warmup(monkeypatch: pytest.MonkeyPatch) -> Iterator[threading.Event]:
+    """Model warm-up waits until the returned event is set (so a test can watch the service before it is ready)."""
+    release = threading.Event()
+    original = ModelRegistry.warmup
+
+    def slow_warmup(self: ModelRegistry) -> None:
+        release.wait(20)
+        original(self)
+
+    monkeypatch.setattr(ModelRegistry, "warmup", slow_warmup)
+    yield release
+    release.set()

@@ -6,6 +6,7 @@ import socket
 import threading
 import time
 from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +23,7 @@ from app.main import create_app
 from app.model.artifact import save_artifact
 from app.model.classifier import FusionClassifier
 from app.model.spec import ArtifactSpec, AudioSpec, FusionSpec, ImageSpec, TextSpec
+from app.serving import ServedModel
 
 LABELS = ("cat", "dog", "bird")
 
@@ -124,3 +126,46 @@ def _wait(condition, what: str, timeout: float = 60.0) -> None:  # noqa: ANN001
             return
         time.sleep(0.02)
     raise TimeoutError(f"timed out waiting for {what}")
+
+
+TEXT = {"text": (None, "hello there")}
+
+
+class Gate:
+    """Holds every forward pass of a live model until released; records the batch sizes it saw."""
+
+    def __init__(self, model: ServedModel) -> None:
+        self.model = model
+        self.original = model.predictor.predict
+        self.release = threading.Event()
+        self.entered = threading.Event()
+        self.batch_sizes: list[int] = []
+
+    def _predict(self, samples: list) -> list:
+        self.batch_sizes.append(len(samples))
+        self.entered.set()
+        assert self.release.wait(20)
+        return self.original(samples)
+
+    def __enter__(self) -> Gate:
+        self.model.predictor.predict = self._predict  # type: ignore[method-assign]
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release.set()
+        del self.model.predictor.predict
+
+
+def send(pool: ThreadPoolExecutor, url: str, timeout: float = 30, **kw: object) -> Future[httpx.Response]:
+    def go() -> httpx.Response:
+        with httpx.Client(base_url=url, timeout=timeout) as c:
+            return c.post("/v1/predict", files=TEXT, **kw)
+
+    return pool.submit(go)
+
+
+def wait_queue(model: ServedModel, depth: int) -> None:
+    end = time.monotonic() + 10
+    while model.batcher.queue_depth < depth:
+        assert time.monotonic() < end, "requests did not queue"
+        time.sleep(0.01)

@@ -2,18 +2,16 @@
 amount."""
 from __future__ import annotations
 
-import threading
 import time
 from collections.abc import Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from app.serving import ServedModel
-from tests.helpers import Server, png_bytes, running_server, wav_bytes
+from tests.helpers import Gate, Server, png_bytes, running_server, send, wav_bytes
 
 TEXT = {"text": (None, "hello there")}
 ALL = {**TEXT, "image": ("a.png", png_bytes(), "image/png"), "audio": ("a.wav", wav_bytes(), "audio/wav")}
@@ -46,35 +44,6 @@ class Delta:
         return value(self.after, name, **labels) - value(self.before, name, **labels)
 
 
-class Hold:
-    """Holds the model's forward passes until released (the event loop, and /metrics, keep running)."""
-
-    def __init__(self, model: ServedModel) -> None:
-        self.model = model
-        self.original = model.predictor.predict
-        self.entered = threading.Event()
-        self.release = threading.Event()
-
-    def _predict(self, samples: list) -> list:
-        self.entered.set()
-        assert self.release.wait(20)
-        return self.original(samples)
-
-    def __enter__(self) -> Hold:
-        self.model.predictor.predict = self._predict  # type: ignore[method-assign]
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.release.set()
-        del self.model.predictor.predict
-
-
-def post(pool: ThreadPoolExecutor, url: str) -> Future[httpx.Response]:
-    def go() -> httpx.Response:
-        with httpx.Client(base_url=url, timeout=30) as c:
-            return c.post("/v1/predict", files=TEXT)
-
-    return pool.submit(go)
 
 
 def wait_queued(model: ServedModel, depth: int) -> None:
@@ -126,10 +95,10 @@ def test_requests_are_counted_by_route_template_and_status(server: Server) -> No
 def test_a_shared_forward_pass_is_one_batch_of_two_and_the_queue_depth_shows(server: Server) -> None:
     model = server.served()
     before = scrape(server)
-    with Hold(model) as hold, ThreadPoolExecutor(3) as pool:
-        first = post(pool, server.url)
+    with Gate(model) as hold, ThreadPoolExecutor(3) as pool:
+        first = send(pool, server.url)
         assert hold.entered.wait(10)
-        queued = [post(pool, server.url), post(pool, server.url)]
+        queued = [send(pool, server.url), send(pool, server.url)]
         wait_queued(model, 2)
         assert value(scrape(server), "fusion_queued_requests", model="tiny") == 2
         hold.release.set()
@@ -154,12 +123,12 @@ def tight(models_dir: Path) -> Iterator[Server]:
 def test_rejections_are_counted_by_reason(tight: Server) -> None:
     model = tight.served()
     before = scrape(tight)
-    with Hold(model) as hold, ThreadPoolExecutor(4) as pool:
-        held = post(pool, tight.url)
+    with Gate(model) as hold, ThreadPoolExecutor(4) as pool:
+        held = send(pool, tight.url)
         assert hold.entered.wait(10)
-        queued = [post(pool, tight.url), post(pool, tight.url)]
+        queued = [send(pool, tight.url), send(pool, tight.url)]
         wait_queued(model, 2)
-        assert post(pool, tight.url).result().status_code == 503  # queue full
+        assert send(pool, tight.url).result().status_code == 503  # queue full
         assert [f.result().status_code for f in queued] == [504, 504]  # the model stayed held past the deadline
         hold.release.set()
         assert held.result().status_code == 200

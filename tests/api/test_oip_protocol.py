@@ -16,9 +16,7 @@ from typing import Any
 import httpx
 import pytest
 
-from app.serving import ModelRegistry
-from tests.api.test_serving import Gate, wait_queue
-from tests.helpers import LABELS, Server, png_bytes, running_server
+from tests.helpers import LABELS, Gate, Server, png_bytes, running_server, wait_queue
 
 INFER = "/v2/models/tiny/infer"
 
@@ -324,15 +322,8 @@ def test_failing_batch_is_500_in_the_protocol_body(server: Server) -> None:
     assert "model failed" in error_of(r, 500) and "/secret" not in r.text
 
 
-def test_not_ready_answers(models_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    release = threading.Event()
-    original = ModelRegistry.warmup
-
-    def slow_warmup(self: ModelRegistry) -> None:
-        release.wait(20)
-        original(self)
-
-    monkeypatch.setattr(ModelRegistry, "warmup", slow_warmup)
+def test_not_ready_answers(models_dir: Path, held_warmup: threading.Event) -> None:
+    release = held_warmup
     with running_server(models_dir, wait_ready=False) as s, s.client() as c:
         assert c.get("/v2/health/live").status_code == 200
         ready = c.get("/v2/health/ready")

@@ -4,56 +4,13 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
 import pytest
 
-from app.serving import ModelRegistry, ServedModel
-from tests.helpers import Server, running_server
-
-TEXT = {"text": (None, "hello there")}
-
-
-class Gate:
-    """Holds every forward pass of a live model until released; records the batch sizes it saw."""
-
-    def __init__(self, model: ServedModel) -> None:
-        self.model = model
-        self.original = model.predictor.predict
-        self.release = threading.Event()
-        self.entered = threading.Event()
-        self.batch_sizes: list[int] = []
-
-    def _predict(self, samples: list) -> list:
-        self.batch_sizes.append(len(samples))
-        self.entered.set()
-        assert self.release.wait(20)
-        return self.original(samples)
-
-    def __enter__(self) -> Gate:
-        self.model.predictor.predict = self._predict  # type: ignore[method-assign]
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.release.set()
-        del self.model.predictor.predict
-
-
-def send(pool: ThreadPoolExecutor, url: str, timeout: float = 30, **kw: object) -> Future[httpx.Response]:
-    def go() -> httpx.Response:
-        with httpx.Client(base_url=url, timeout=timeout) as c:
-            return c.post("/v1/predict", files=TEXT, **kw)
-
-    return pool.submit(go)
-
-
-def wait_queue(model: ServedModel, depth: int) -> None:
-    end = time.monotonic() + 10
-    while model.batcher.queue_depth < depth:
-        assert time.monotonic() < end, "requests did not queue"
-        time.sleep(0.01)
+from tests.helpers import TEXT, Gate, Server, running_server, send, wait_queue
 
 
 @pytest.fixture()
@@ -150,15 +107,8 @@ def test_request_whose_client_left_is_skipped(server: Server) -> None:
     assert gate.batch_sizes == [1, 1]  # the held request, then the last one: the abandoned one never ran
 
 
-def test_readyz_is_503_until_warm(models_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    release = threading.Event()
-    original = ModelRegistry.warmup
-
-    def slow_warmup(self: ModelRegistry) -> None:
-        release.wait(20)
-        original(self)
-
-    monkeypatch.setattr(ModelRegistry, "warmup", slow_warmup)
+def test_readyz_is_503_until_warm(models_dir: Path, held_warmup: threading.Event) -> None:
+    release = held_warmup
     with running_server(models_dir, wait_ready=False) as s, s.client() as c:
         assert c.get("/healthz").status_code == 200
         r = c.get("/readyz")

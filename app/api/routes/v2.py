@@ -38,7 +38,7 @@ from app.api.oip_schemas import (
     ServerMetadata,
     ServerReady,
 )
-from app.api.routes.predict import ModelName, unless_client_leaves, decode_limits
+from app.api.routes.predict import ModelName, decode_limits, unless_client_leaves
 from app.config import Settings
 from app.errors import UnsupportedMediaType
 from app.multi_predict import predict_many
