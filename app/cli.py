@@ -1,4 +1,4 @@
-"""The `fusion-serve` command: serve, make-data, train."""
+"""The `fusion-serve` command: serve, make-data, train, compare."""
 from __future__ import annotations
 
 import argparse
@@ -41,6 +41,13 @@ def _train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _compare(args: argparse.Namespace) -> int:
+    from app.training import train
+
+    train.run_compare(args)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="fusion-serve", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -59,6 +66,10 @@ def build_parser() -> argparse.ArgumentParser:
     tr = sub.add_parser("train", help="train a fusion model on a JSONL manifest and write an artifact")
     train.add_arguments(tr)
     tr.set_defaults(func=_train)
+
+    cmp = sub.add_parser("compare", help="add the fusion-type and single-modality comparison to a trained artifact")
+    train.add_compare_arguments(cmp)
+    cmp.set_defaults(func=_compare)
     return parser
 
 

@@ -16,7 +16,8 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from app.collate import collate
-from app.model.artifact import save_artifact
+from app.errors import ArtifactError
+from app.model.artifact import CARD_FILE, METRICS_FILE, load_artifact, save_artifact
 from app.model.classifier import FusionClassifier
 from app.model.spec import (
     FUSION_TYPES,
@@ -296,14 +297,15 @@ def replace_fusion(spec: ArtifactSpec, cfg: TrainConfig) -> ArtifactSpec:
     return spec.model_copy(update={"fusion": spec.fusion.model_copy(update={"type": cfg.fusion})})
 
 
-def compare_fusions(cfg: TrainConfig, data: Data, done: TrainResult) -> dict[str, dict[str, Any]]:
+def compare_fusions(cfg: TrainConfig, data: Data, own_fusion: str, own_row: dict[str, Any]) -> dict[str, dict[str, Any]]:
     """Train every other fusion type with the same settings and data; the table rows for the card."""
-    table = {done.spec.fusion.type: _comparison_row(done)}
+    table = {own_fusion: own_row}
     for fusion in FUSION_TYPES:
-        if fusion == done.spec.fusion.type:
+        if fusion == own_fusion:
             continue
         log.info("comparison: training fusion=%s", fusion)
-        table[fusion] = _comparison_row(train_one(replace(cfg, fusion=fusion), data))
+        r = train_one(replace(cfg, fusion=fusion), data)
+        table[fusion] = comparison_row(r.metrics, r.spec, r.model.parameter_count(), len(r.history))
     return {f: table[f] for f in FUSION_TYPES if f in table}
 
 
@@ -328,9 +330,9 @@ def single_modality_baselines(cfg: TrainConfig, data: Data) -> dict[str, dict[st
     return out
 
 
-def _comparison_row(result: TrainResult) -> dict[str, Any]:
-    m = result.metrics
-    mods = result.spec.ordered_modalities
+def comparison_row(m: dict[str, Any], spec: ArtifactSpec, parameters: int, epochs: int) -> dict[str, Any]:
+    """One fusion type's row: accuracy, calibration, and accuracy with each modality missing."""
+    mods = spec.ordered_modalities
     missing = {}
     for gone in mods:
         rest = tuple(x for x in mods if x != gone)
@@ -342,8 +344,8 @@ def _comparison_row(result: TrainResult) -> dict[str, Any]:
         "ece_before_calibration": m["ece_before_calibration"],
         "ece_after_calibration": m["ece_after_calibration"],
         "accuracy_without": missing,
-        "parameters": result.model.parameter_count(),
-        "epochs": len(result.history),
+        "parameters": parameters,
+        "epochs": epochs,
     }
 
 
@@ -356,24 +358,51 @@ def train(cfg: TrainConfig) -> Path:
     log.info("data: %d train / %d val / %d test examples, labels %s, modalities %s", len(data.train), len(data.val),
              len(data.test) if data.test else 0, ", ".join(data.manifest.labels), ", ".join(data.spec.ordered_modalities))
     result = train_one(cfg, data)
-    comparison = compare_fusions(cfg, data, result) if cfg.compare_fusions else None
-    singles = single_modality_baselines(cfg, data) if cfg.compare_fusions else None
     metrics = {
         **result.metrics,
         "history": result.history,
-        "fusion_comparison": comparison,
-        "single_modality_models": singles,
         "training": {k: v for k, v in asdict(cfg).items() if k not in ("manifest", "out")},
         "data": _data_info(cfg.manifest),
         "train_seconds": time.perf_counter() - t0,
         "parameters": result.model.parameter_count(),
     }
+    if cfg.compare_fusions:
+        metrics |= _comparisons(cfg, data, result.spec, metrics, result.model.parameter_count())
     report.write_plots(cfg.out, result.spec, metrics)
     card = report.card(result.spec, metrics)
     save_artifact(cfg.out, result.spec, result.model, card, metrics=metrics)
     log.info("wrote %s: test accuracy %.3f, ECE over all subsets %.3f -> %.3f", cfg.out, metrics["accuracy"],
              metrics["ece_all_subsets_before"], metrics["ece_all_subsets_after"])
     return cfg.out
+
+
+def _comparisons(cfg: TrainConfig, data: Data, spec: ArtifactSpec, metrics: dict[str, Any], params: int) -> dict:
+    own = comparison_row(metrics, spec, params, len(metrics["history"]))
+    return {
+        "fusion_comparison": compare_fusions(cfg, data, spec.fusion.type, own),
+        "single_modality_models": single_modality_baselines(cfg, data),
+    }
+
+
+def compare(manifest: Path, folder: Path, threads: int = 0) -> Path:
+    """Add the fusion-type and single-modality comparison to an artifact made by `train`: every other fusion type
+    and one model per modality, trained with the artifact's own settings on `manifest`. Weights stay untouched."""
+    artifact = load_artifact(folder)
+    training = artifact.metrics.get("training")
+    if not isinstance(training, dict):
+        raise ArtifactError(f"{folder / METRICS_FILE}: no training settings; compare needs an artifact made by train")
+    settings = {k: tuple(v) if isinstance(v, list) else v for k, v in training.items()}
+    cfg = TrainConfig(**{**settings, "manifest": manifest, "out": folder, "compare_fusions": True})
+    if threads or cfg.threads:
+        torch.set_num_threads(threads or cfg.threads)
+    data = load_data(cfg)
+    metrics = artifact.metrics | _comparisons(cfg, data, artifact.spec, artifact.metrics,
+                                              artifact.model.parameter_count())
+    (folder / METRICS_FILE).write_text(json.dumps(metrics, indent=2) + "\n", encoding="utf-8")
+    (folder / CARD_FILE).write_text(report.card(artifact.spec, metrics), encoding="utf-8")
+    log.info("added the comparison of %d fusion types and %d single-modality models to %s",
+             len(metrics["fusion_comparison"]), len(metrics["single_modality_models"]), folder)
+    return folder
 
 
 def _data_info(manifest: Path) -> dict[str, Any]:
@@ -438,3 +467,13 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
 
 def run(args: argparse.Namespace) -> Path:
     return train(config_from_args(args))
+
+
+def add_compare_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--manifest", type=Path, required=True, help="the manifest the artifact was trained on")
+    parser.add_argument("--artifact", type=Path, required=True, help="artifact folder made by train")
+    parser.add_argument("--threads", type=int, default=0)
+
+
+def run_compare(args: argparse.Namespace) -> Path:
+    return compare(args.manifest, args.artifact, args.threads)

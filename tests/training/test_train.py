@@ -94,3 +94,17 @@ def test_manifest_error_is_reported_with_its_line(tmp_path: Path) -> None:
 
     with pytest.raises(ManifestError, match="line 2"):
         main(["train", "--manifest", str(bad), "--out", str(tmp_path / "o")])
+
+
+def test_compare_adds_fusion_and_single_modality_tables(manifest: Path, tmp_path: Path) -> None:
+    out = tmp_path / "cmp"
+    main(["train", "--manifest", str(manifest), "--out", str(out), "--epochs", "1", "--max-steps", "2", *SMALL])
+    weights = (out / "weights.safetensors").read_bytes()
+    assert main(["compare", "--manifest", str(manifest), "--artifact", str(out)]) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert list(metrics["fusion_comparison"]) == ["concat", "weighted_sum", "product", "gated", "attention", "late"]
+    assert set(metrics["fusion_comparison"]["late"]["accuracy_without"]) == {"image", "text", "audio"}
+    assert set(metrics["single_modality_models"]) == {"image", "text", "audio"}
+    card = (out / "card.md").read_text()
+    assert "Fusion types compared" in card and "Dedicated single-modality models" in card
+    assert (out / "weights.safetensors").read_bytes() == weights
