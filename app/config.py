@@ -39,6 +39,7 @@ class Settings(BaseSettings):
     max_image_pixels: int = Field(40_000_000, ge=1)
     max_image_frames: int = Field(1000, ge=1)
     max_audio_seconds: float = Field(60.0, gt=0)
+    max_audio_samples: int = Field(24_000_000, ge=1, description="Decoded frames x channels per audio file.")
     max_text_chars: int = Field(10_000, ge=1)
 
 
