@@ -3,6 +3,7 @@ serve` runs with): each is cut off with a 4xx or a closed connection instead of 
 from __future__ import annotations
 
 import json
+import logging
 import socket
 import time
 from collections.abc import Iterator
@@ -155,3 +156,16 @@ def test_uploads_beyond_the_in_flight_limit_are_503_before_their_body_is_read(tw
             conn.close()
     with two_slots.client() as c:  # their slots are free again
         assert c.post("/v1/predict", files={"text": (None, "fourth")}).status_code == 200
+
+
+def test_a_client_that_hangs_up_mid_upload_is_no_error(guarded: Server, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO)
+    with connect(guarded) as conn:
+        conn.sendall(predict_head(length=len(FORM) + 100, extra=b"X-Request-ID: hung-up\r\n") + FORM[:20])
+        time.sleep(0.1)
+    end = time.monotonic() + 5
+    while not [r for r in caplog.records if r.name == "app.access"] and time.monotonic() < end:
+        time.sleep(0.02)
+    (access,) = [r for r in caplog.records if r.name == "app.access"]
+    assert access.fields["status"] == 499 and access.fields["request_id"] == "hung-up"  # type: ignore[attr-defined]
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]  # no traceback for a client leaving
