@@ -8,23 +8,10 @@ from collections.abc import Sequence
 
 
 def _serve(args: argparse.Namespace) -> int:
-    import uvicorn
-
     from app.config import get_settings
-    from app.logs import logging_config
+    from app.server import serve
 
-    settings = get_settings()
-    uvicorn.run(
-        "app.main:create_app",
-        factory=True,
-        host=args.host or settings.host,
-        port=args.port or settings.port,
-        log_level=settings.log_level,
-        log_config=logging_config(settings.log_level),  # JSON lines on stdout
-        access_log=False,  # the service writes its own access log (app.api.telemetry)
-        timeout_graceful_shutdown=max(1, int(settings.request_timeout_s) + 5),
-    )
-    return 0
+    return serve(get_settings(), host=args.host, port=args.port)
 
 
 def _make_data(args: argparse.Namespace) -> int:

@@ -1,18 +1,45 @@
 """Service configuration: one settings class, read from `FUSION_*` environment variables."""
 from __future__ import annotations
 
+import re
 from functools import lru_cache
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import AfterValidator, BeforeValidator, Field, SecretStr
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+# RFC 6750's b64token, so a key always fits a `Authorization: Bearer <key>` header.
+_API_KEY = re.compile(r"^[A-Za-z0-9._~+/-]{16,}=*$")
+
+
+def _comma_separated(value: object) -> object:
+    """`a, b` (as the environment gives it) -> ("a", "b"); empty items are dropped."""
+    if isinstance(value, str):
+        return tuple(item.strip() for item in value.split(",") if item.strip())
+    return value
+
+
+def _check_api_keys(keys: tuple[SecretStr, ...]) -> tuple[SecretStr, ...]:
+    for n, key in enumerate(keys, 1):
+        if not _API_KEY.match(key.get_secret_value()):
+            raise ValueError(
+                f"API key #{n} must be at least 16 characters of A-Z a-z 0-9 - . _ ~ + / (a bearer token)"
+            )
+    return keys
+
+
+CommaSeparated = Annotated[tuple[str, ...], NoDecode, BeforeValidator(_comma_separated)]
+ApiKeys = Annotated[
+    tuple[SecretStr, ...], NoDecode, BeforeValidator(_comma_separated), AfterValidator(_check_api_keys)
+]
 
 
 class Settings(BaseSettings):
     """Every knob of the service. Each field is set by the environment variable `FUSION_<NAME>`."""
 
-    model_config = SettingsConfigDict(env_prefix="FUSION_", env_file=None, extra="ignore")
+    # hide_input_in_errors: a refused API key must not be echoed into the startup error.
+    model_config = SettingsConfigDict(env_prefix="FUSION_", env_file=None, extra="ignore", hide_input_in_errors=True)
 
     # Models
     models_dir: Path = Field(Path("models"), description="Folder whose sub-folders are model artifacts.")
@@ -25,6 +52,22 @@ class Settings(BaseSettings):
     host: str = "0.0.0.0"
     port: int = Field(8000, ge=1, le=65535)
     log_level: Literal["debug", "info", "warning", "error"] = "info"
+    keep_alive_s: int = Field(5, ge=1, description="An idle keep-alive connection is closed after this.")
+    header_timeout_s: float = Field(
+        10.0, gt=0, description="A connection must deliver a request's line and headers within this; else 408."
+    )
+    max_header_bytes: int = Field(32 * 1024, ge=4096, description="Request line + headers; beyond it: 431.")
+    body_timeout_s: float = Field(30.0, gt=0, description="Longest pause while a request body arrives; then 408.")
+    max_inflight_requests: int = Field(
+        512, ge=1, description="Requests with a body in progress at once (uploading, decoding, queued); then 503."
+    )
+    drain_delay_s: float = Field(
+        5.0, ge=0, description="On SIGTERM: how long /readyz and new requests answer 503 before the listener closes."
+    )
+
+    # Access
+    api_keys: ApiKeys = Field((), description="Bearer tokens, comma-separated; when set, required (but on probes).")
+    cors_origins: CommaSeparated = Field((), description="Origins allowed by CORS, comma-separated; '*' for any.")
 
     # Dynamic batching
     max_batch_size: int = Field(32, ge=1, le=1024)
@@ -39,6 +82,7 @@ class Settings(BaseSettings):
     max_image_pixels: int = Field(40_000_000, ge=1)
     max_image_frames: int = Field(1000, ge=1)
     max_audio_seconds: float = Field(60.0, gt=0)
+    max_audio_samples: int = Field(24_000_000, ge=1, description="Decoded frames x channels per audio file.")
     max_text_chars: int = Field(10_000, ge=1)
 
 

@@ -17,9 +17,24 @@ IMAGE_FORMATS = ("JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF")
 AUDIO_FORMATS = {"WAV": "WAV", "WAVEX": "WAV", "RF64": "WAV", "W64": "WAV", "FLAC": "FLAC", "OGG": "OGG", "MP3": "MP3"}
 # Our own pixel limit (configurable, checked from the header before decoding) replaces Pillow's global one.
 Image.MAX_IMAGE_PIXELS = None
+_IMAGE_SIGNATURES = (
+    (b"\xff\xd8\xff", "JPEG"),
+    (b"\x89PNG\r\n\x1a\n", "PNG"),
+    (b"GIF87a", "GIF"),
+    (b"GIF89a", "GIF"),
+    (b"II*\x00", "TIFF"),
+    (b"MM\x00*", "TIFF"),
+)
+# Every pixel mode those formats decode to; preprocessing.to_mode converts each of them.
+IMAGE_MODES = frozenset(
+    {"1", "L", "LA", "La", "P", "PA", "RGB", "RGBA", "RGBa", "RGBX", "CMYK", "YCbCr", "LAB",
+     "I", "I;16", "I;16L", "I;16B", "I;16N", "F"}
+)
+_AUDIO_SIGNATURES = {b"fLaC": "a FLAC", b"OggS": "an OGG", b"ID3\x03": "an MP3", b"ID3\x04": "an MP3"}
 MIN_SAMPLE_RATE = 1000
 MAX_SAMPLE_RATE = 384_000
 MAX_CHANNELS = 64
+_UTF8_MAX_BYTES_PER_CHAR = 4
 
 
 @dataclass(frozen=True, slots=True)
@@ -27,7 +42,9 @@ class DecodeLimits:
     """What one request may contain; set from Settings."""
 
     max_image_pixels: int = 40_000_000
+    max_image_frames: int = 1000
     max_audio_seconds: float = 60.0
+    max_audio_samples: int = 24_000_000
     max_text_chars: int = 10_000
 
 
@@ -46,6 +63,10 @@ def decode_image(data: bytes, limits: DecodeLimits) -> Image.Image:
             warnings.simplefilter("ignore")
             im = Image.open(io.BytesIO(data), formats=IMAGE_FORMATS)
     except UnidentifiedImageError:
+        if (declared := _image_signature(data)) is not None:
+            raise CorruptInput(
+                f"image: the file starts like a {declared} but is truncated or corrupt; re-encode it and send it again"
+            ) from None
         raise UnsupportedMediaType(
             f"image: the file is not a supported image; send one of {', '.join(IMAGE_FORMATS)} "
             "(the type is read from the file's content, not its name)"
@@ -62,16 +83,50 @@ def decode_image(data: bytes, limits: DecodeLimits) -> Image.Image:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            im.seek(0)
-            im.load()
-            ImageOps.exif_transpose(im, in_place=True)
-            return im
+            too_many_frames = _has_more_frames_than(im, limits.max_image_frames)
+            if not too_many_frames:
+                im.seek(0)
+                im.load()
+                ImageOps.exif_transpose(im, in_place=True)
     except Image.DecompressionBombError:
         raise PayloadTooLarge(_too_many_pixels(limits)) from None
     except Exception:  # noqa: BLE001 - see above
         raise CorruptInput(
             f"image: the {im.format} file is corrupt or truncated and could not be decoded; re-encode and send it again"
         ) from None
+    if too_many_frames:
+        raise PayloadTooLarge(
+            f"image: the file holds more than {limits.max_image_frames:,} frames; send a still image (or one frame)"
+        )
+    if im.mode not in IMAGE_MODES:
+        raise UnsupportedMediaType(f"image: pixel mode {im.mode!r} is not supported; send grey, RGB(A) or palette")
+    return im
+
+
+def _has_more_frames_than(im: Image.Image, limit: int) -> bool:
+    """Whether an image holds more than `limit` frames, found without decoding a pixel or walking past the limit."""
+    if im.format in ("PNG", "WEBP"):
+        return int(getattr(im, "n_frames", 1)) > limit  # declared in a header (APNG's acTL, WebP's ANIM)
+    if im.format == "GIF":
+        # GIF declares no count; Pillow's own n_frames walks the frame headers like this, but to the end of the file.
+        try:
+            for frame in range(1, limit + 1):
+                im._seek(frame, False)  # type: ignore[attr-defined]  # noqa: SLF001 - headers only, no decoding
+        except EOFError:
+            return False
+        return True
+    try:
+        im.seek(limit)  # TIFF: follows the directory chain up to frame `limit`; single-frame formats raise at once
+    except EOFError:
+        return False
+    return True
+
+
+def _image_signature(data: bytes) -> str | None:
+    """The accepted format whose signature `data` starts with, if any."""
+    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+        return "WEBP"
+    return next((fmt for magic, fmt in _IMAGE_SIGNATURES if data.startswith(magic)), None)
 
 
 def _too_many_pixels(limits: DecodeLimits, width: int | None = None, height: int | None = None) -> str:
@@ -80,10 +135,22 @@ def _too_many_pixels(limits: DecodeLimits, width: int | None = None, height: int
 
 
 def decode_audio(data: bytes, limits: DecodeLimits) -> Waveform:
-    """Decode WAV (any PCM/float width), FLAC, OGG or MP3; the declared length is checked before decoding."""
+    """Decode WAV (any PCM/float width), FLAC, OGG or MP3; the declared rate, channels, length and samples are
+    checked before decoding."""
+    _check_wav(data)
     try:
         f = sf.SoundFile(io.BytesIO(data))
     except Exception:  # noqa: BLE001 - libsndfile raises several types for unknown content
+        if data[:4] in _AUDIO_SIGNATURES:
+            raise CorruptInput(
+                f"audio: the file starts like {_AUDIO_SIGNATURES[data[:4]]} but is truncated or corrupt; "
+                "re-encode it and send it again"
+            ) from None
+        if _is_wav(data):
+            raise UnsupportedMediaType(
+                "audio: the content is a WAV file with an unsupported encoding or a broken header; "
+                "send PCM, float, u-law, A-law or ADPCM WAV, FLAC, OGG or MP3"
+            ) from None
         raise UnsupportedMediaType(
             "audio: the file is not a supported audio file; send WAV, FLAC, OGG or MP3 "
             "(the type is read from the file's content, not its name)"
@@ -91,13 +158,7 @@ def decode_audio(data: bytes, limits: DecodeLimits) -> Waveform:
     with f:
         if f.format not in AUDIO_FORMATS:
             raise UnsupportedMediaType(f"audio: {f.format} files are not accepted; send WAV, FLAC, OGG or MP3")
-        if not MIN_SAMPLE_RATE <= f.samplerate <= MAX_SAMPLE_RATE:
-            raise CorruptInput(
-                f"audio: the file declares a sample rate of {f.samplerate} Hz; "
-                f"it must be between {MIN_SAMPLE_RATE} and {MAX_SAMPLE_RATE} Hz"
-            )
-        if not 1 <= f.channels <= MAX_CHANNELS:
-            raise CorruptInput(f"audio: the file declares {f.channels} channels; 1 to {MAX_CHANNELS} are accepted")
+        _check_rate_and_channels(f.samplerate, f.channels)
         if f.frames <= 0:
             raise CorruptInput("audio: the file holds no samples")
         seconds = f.frames / f.samplerate
@@ -105,7 +166,12 @@ def decode_audio(data: bytes, limits: DecodeLimits) -> Waveform:
             raise PayloadTooLarge(
                 f"audio: the file is {seconds:.1f} s long; the limit is {limits.max_audio_seconds:g} s, trim it first"
             )
-        _check_wav_length(data)
+        if f.frames * f.channels > limits.max_audio_samples:
+            raise PayloadTooLarge(
+                f"audio: {f.channels} channels of {seconds:.1f} s at {f.samplerate} Hz would decode to "
+                f"{f.frames * f.channels:,} samples; the limit is {limits.max_audio_samples:,}: "
+                "downmix or resample it first"
+            )
         try:
             samples = f.read(frames=f.frames, dtype="float32", always_2d=True)
         except Exception:  # noqa: BLE001 - truncated or corrupt payload
@@ -120,14 +186,33 @@ def decode_audio(data: bytes, limits: DecodeLimits) -> Waveform:
     return Waveform(samples=samples, sample_rate=rate)
 
 
-def _check_wav_length(data: bytes) -> None:
-    """libsndfile quietly shortens a RIFF/WAVE whose data chunk claims more bytes than the file has; refuse it."""
-    if data[:4] != b"RIFF" or data[8:12] != b"WAVE":
+def _is_wav(data: bytes) -> bool:
+    return data[:4] == b"RIFF" and data[8:12] == b"WAVE"
+
+
+def _check_rate_and_channels(rate: int, channels: int) -> None:
+    if not MIN_SAMPLE_RATE <= rate <= MAX_SAMPLE_RATE:
+        raise CorruptInput(
+            f"audio: the file declares a sample rate of {rate} Hz; "
+            f"it must be between {MIN_SAMPLE_RATE} and {MAX_SAMPLE_RATE} Hz"
+        )
+    if not 1 <= channels <= MAX_CHANNELS:
+        raise CorruptInput(f"audio: the file declares {channels} channels; 1 to {MAX_CHANNELS} are accepted")
+
+
+def _check_wav(data: bytes) -> None:
+    """A RIFF/WAVE's header, before libsndfile reads it: libsndfile takes a zero rate or channel count for an
+    unknown format, and quietly shortens a data chunk that claims more bytes than the file has."""
+    if not _is_wav(data):
         return
     pos = 12
     while pos + 8 <= len(data):
         chunk, size = data[pos : pos + 4], int.from_bytes(data[pos + 4 : pos + 8], "little")
-        if chunk == b"data":
+        if chunk == b"fmt " and size >= 16 and pos + 24 <= len(data):
+            channels = int.from_bytes(data[pos + 10 : pos + 12], "little")
+            rate = int.from_bytes(data[pos + 12 : pos + 16], "little")
+            _check_rate_and_channels(rate, channels)
+        elif chunk == b"data":
             held = len(data) - (pos + 8)
             # 0 and 0xFFFFFFFF mean "unknown length" (written by streaming tools): nothing to compare.
             if size not in (0, 0xFFFFFFFF) and size > held:
@@ -141,6 +226,8 @@ def _check_wav_length(data: bytes) -> None:
 def decode_text(data: bytes | str, limits: DecodeLimits) -> str:
     """Strict UTF-8 text; NUL characters and empty or whitespace-only texts are refused."""
     if isinstance(data, bytes):
+        if len(data) > _UTF8_MAX_BYTES_PER_CHAR * limits.max_text_chars:  # over the limit whatever it decodes to
+            raise PayloadTooLarge(f"text: {len(data):,} bytes; the limit is {limits.max_text_chars:,} characters")
         try:
             text = data.decode("utf-8")
         except UnicodeDecodeError as exc:

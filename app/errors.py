@@ -59,6 +59,27 @@ class ModalityNotSupported(InvalidInput):
     code = "modality_not_supported"
 
 
+class Unauthorized(ServiceError):
+    """No API key, or not a Bearer one, where keys are required (401)."""
+
+    status_code = 401
+    code = "unauthorized"
+
+
+class Forbidden(ServiceError):
+    """An API key that is not among the configured ones (403)."""
+
+    status_code = 403
+    code = "forbidden"
+
+
+class RequestTimeout(ServiceError):
+    """The client stopped sending its request body (408)."""
+
+    status_code = 408
+    code = "request_timeout"
+
+
 class Overloaded(ServiceError):
     status_code = 503
     code = "overloaded"

@@ -38,9 +38,29 @@ class Predictor:
         self._bit_values = torch.tensor([1 << i for i in range(len(MODALITIES))])
         self._autocast_dtype = _DTYPES[self.spec.dtype] if device.type == "cuda" else None
         self.forward_passes = 0
+        self.oom_splits = 0
 
     def predict(self, samples: list[Sample]) -> list[np.ndarray]:
-        """Class probabilities (float32, summing to 1) for each sample, in order."""
+        """Class probabilities (float32, summing to 1) for each sample, in order. A batch that runs out of GPU
+        memory is split in halves and retried, down to single samples; only a single sample's OOM is raised."""
+        try:
+            return self._forward(samples)
+        except torch.OutOfMemoryError:
+            if len(samples) == 1:
+                raise
+        # Retried outside the except block, so the failed attempt's traceback (and the tensors its frames hold)
+        # is released before the cache is emptied.
+        self._release_memory()
+        half = len(samples) // 2
+        log.warning("out of memory on a batch of %d; retrying as %d + %d", len(samples), half, len(samples) - half)
+        self.oom_splits += 1
+        return self.predict(samples[:half]) + self.predict(samples[half:])
+
+    def _release_memory(self) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.empty_cache()
+
+    def _forward(self, samples: list[Sample]) -> list[np.ndarray]:
         batch = collate(samples)
         temperature = self._temperatures[(batch.mask.long() * self._bit_values).sum(dim=1)].unsqueeze(1)
         if self.device.type == "cuda":

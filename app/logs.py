@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import logging
+from contextvars import ContextVar
 from datetime import UTC, datetime
 from typing import Any
 
@@ -9,6 +10,17 @@ import orjson
 
 # Structured fields travel in `extra={FIELDS: {...}}`, so they never collide with LogRecord's attributes.
 FIELDS = "fields"
+# The id of the request being served, set by the request-id middleware in the request's own task.
+REQUEST_ID: ContextVar[str | None] = ContextVar("request_id", default=None)
+
+
+class RequestIdFilter(logging.Filter):
+    """Stamps every record with the id of the request being served where it was logged (None outside one)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not hasattr(record, "request_id"):
+            record.request_id = REQUEST_ID.get()
+        return True
 
 
 class JsonFormatter(logging.Formatter):
@@ -21,6 +33,9 @@ class JsonFormatter(logging.Formatter):
             "logger": record.name,
             "message": record.getMessage(),
         }
+        request_id = getattr(record, "request_id", None)
+        if request_id is not None:
+            entry["request_id"] = request_id
         fields = getattr(record, FIELDS, None)
         if fields:
             entry.update(fields)
@@ -30,17 +45,28 @@ class JsonFormatter(logging.Formatter):
 
 
 def logging_config(level: str) -> dict[str, Any]:
-    """A `logging.config.dictConfig` (and uvicorn `log_config`) sending every logger's records to stdout as JSON.
-    uvicorn's own access log is replaced by the service's (app.api.telemetry)."""
+    """A `logging.config.dictConfig` (and uvicorn `log_config`) sending every logger's records to stdout as JSON,
+    each with the request id it was logged under. uvicorn's own access log is replaced by the service's
+    (app.api.telemetry)."""
     return {
         "version": 1,
         "disable_existing_loggers": False,
         "formatters": {"json": {"()": JsonFormatter}},
-        "handlers": {"stdout": {"class": "logging.StreamHandler", "formatter": "json", "stream": "ext://sys.stdout"}},
+        "filters": {"request_id": {"()": RequestIdFilter}},
+        "handlers": {
+            "stdout": {
+                "class": "logging.StreamHandler",
+                "formatter": "json",
+                "filters": ["request_id"],
+                "stream": "ext://sys.stdout",
+            }
+        },
         "root": {"handlers": ["stdout"], "level": level.upper()},
         "loggers": {
             "uvicorn": {"handlers": [], "propagate": True},
             "uvicorn.error": {"handlers": [], "propagate": True},
             "uvicorn.access": {"handlers": [], "propagate": False},
+            # It warns about every malformed multipart body, which the service already answers (400) and logs.
+            "python_multipart": {"level": "ERROR"},
         },
     }

@@ -8,14 +8,20 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
+from starlette.middleware.cors import CORSMiddleware
+from starlette.types import ASGIApp
 
 from app import __version__
+from app.api.auth import ApiKeyMiddleware
 from app.api.errors import install_error_handlers
+from app.api.guard import RequestGuardMiddleware
 from app.api.middleware import RequestIdMiddleware
+from app.api.openapi import install_openapi
 from app.api.routes import health, metrics, models, predict, v2
-from app.api.routes.docs import install_docs
+from app.api.routes.docs import ASSETS_PATH, install_docs
 from app.api.telemetry import TelemetryMiddleware
 from app.config import Settings, get_settings
+from app.errors import ArtifactError
 from app.metrics import ServiceMetrics
 from app.serving import ModelRegistry, configure_torch
 
@@ -29,7 +35,11 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     settings: Settings = app.state.settings
     configure_torch(settings)
     registry = ModelRegistry(settings, observer_factory=app.state.metrics.batch_observer)
-    await asyncio.to_thread(registry.load)
+    try:
+        await asyncio.to_thread(registry.load)
+    except ArtifactError as exc:
+        log.critical("cannot start: %s", exc)
+        raise
     for model in registry.models.values():
         app.state.metrics.model_loaded(model.name, model.spec.version, str(model.predictor.device))
     app.state.preprocess_pool = ThreadPoolExecutor(settings.preprocess_workers, thread_name_prefix="preprocess")
@@ -54,9 +64,31 @@ async def _warm_and_start(app: FastAPI, registry: ModelRegistry) -> None:
     log.info("ready: serving %s (default %s)", ", ".join(registry.models), registry.default_name)
 
 
+def begin_draining(app: FastAPI) -> None:
+    """Stop admitting (the server calls this on SIGTERM, before it closes the listener): /readyz and new requests
+    answer 503, responses close their connections; requests already admitted run to the end."""
+    if not app.state.shutting_down:
+        app.state.ready = False
+        app.state.shutting_down = True
+        log.info("draining: /readyz and new requests answer 503 from now on")
+
+
+class FusionApp(FastAPI):
+    """FastAPI with the request-id middleware outside Starlette's error middleware, so that even the response to
+    an unhandled exception carries `X-Request-ID` (and its log lines the request id)."""
+
+    def build_middleware_stack(self) -> ASGIApp:
+        return RequestIdMiddleware(super().build_middleware_stack())
+
+
+# Reachable without an API key: probes, and the docs page with its schema (its Authorize button takes the key).
+PUBLIC_PATHS = ("/healthz", "/readyz", "/docs", "/openapi.json")
+PUBLIC_PREFIXES = (ASSETS_PATH + "/",)
+
+
 def create_app(settings: Settings | None = None) -> FastAPI:
     """Build the service. Settings default to the `FUSION_*` environment."""
-    app = FastAPI(
+    app = FusionApp(
         title="fusion-serve",
         version=__version__,
         description=(
@@ -75,9 +107,39 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.shutting_down = False
     app.state.registry = None
     install_error_handlers(app)
-    app.add_middleware(TelemetryMiddleware, metrics=app.state.metrics)
-    app.add_middleware(RequestIdMiddleware)  # added last, so outermost: telemetry sees the request id
+    _add_middleware(app, app.state.settings)
     for router in (predict.router, models.router, health.router, metrics.router, v2.router):
         app.include_router(router)
     install_docs(app)
+    install_openapi(app, bearer=bool(app.state.settings.api_keys), public_paths=PUBLIC_PATHS)
     return app
+
+
+def _add_middleware(app: FastAPI, settings: Settings) -> None:
+    """From the inside out (each one added wraps the previous): guard, API keys, CORS, telemetry. The request id
+    wraps them all (FusionApp), so telemetry, refusals and errors all see it. CORS is outside the key check so
+    that preflights pass and refusals carry CORS headers; the guard is inside it, so that requests without a
+    valid key take no upload slot."""
+    app.add_middleware(
+        RequestGuardMiddleware,
+        state=app.state,
+        max_inflight=settings.max_inflight_requests,
+        body_timeout_s=settings.body_timeout_s,
+    )
+    if settings.api_keys:
+        app.add_middleware(
+            ApiKeyMiddleware,
+            keys=[k.get_secret_value() for k in settings.api_keys],
+            public_paths=PUBLIC_PATHS,
+            public_prefixes=PUBLIC_PREFIXES,
+        )
+    if settings.cors_origins:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=list(settings.cors_origins),
+            allow_methods=["GET", "POST"],
+            allow_headers=["Authorization", "Content-Type", "X-Request-ID"],
+            expose_headers=["X-Request-ID", "Retry-After"],
+            max_age=600,
+        )
+    app.add_middleware(TelemetryMiddleware, metrics=app.state.metrics)

@@ -17,6 +17,8 @@ from app.tokenizer import Tokenizer
 
 T = TypeVar("T")
 _HIGH_DEPTH_MODES = {"I;16": 257.0, "I;16L": 257.0, "I;16B": 257.0, "I;16N": 257.0}
+# Modes Pillow cannot convert to L or RGB directly.
+_CONVERT_FIRST = {"La": "LA", "LAB": "RGB"}
 
 
 class Preprocessor:
@@ -63,7 +65,9 @@ class ImagePreprocessor:
 
 
 def to_mode(im: Image.Image, mode: str) -> Image.Image:
-    """Convert any Pillow mode (16-bit, float, palette, CMYK, 1-bit, with or without alpha) to 8-bit L or RGB."""
+    """Convert any Pillow mode (16-bit, float, palette, CMYK, Lab, 1-bit, with or without alpha) to 8-bit L or RGB."""
+    if im.mode in _CONVERT_FIRST:
+        im = im.convert(_CONVERT_FIRST[im.mode])
     if im.mode in _HIGH_DEPTH_MODES or im.mode in ("I", "F"):
         arr = np.asarray(im, dtype=np.float64)
         if im.mode in _HIGH_DEPTH_MODES:

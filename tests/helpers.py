@@ -23,6 +23,7 @@ from app.main import create_app
 from app.model.artifact import save_artifact
 from app.model.classifier import FusionClassifier
 from app.model.spec import ArtifactSpec, AudioSpec, FusionSpec, ImageSpec, TextSpec
+from app.server import uvicorn_config
 from app.serving import ServedModel
 
 LABELS = ("cat", "dog", "bird")
@@ -95,14 +96,15 @@ class Server:
 
 @contextmanager
 def running_server(models_dir: Path, wait_ready: bool = True, **settings: object) -> Iterator[Server]:
-    """Start the real app under uvicorn on a free loopback port, lifespan on; stop it afterwards."""
+    """Start the real app under uvicorn (as `fusion-serve serve` configures it, logging aside) on a free loopback
+    port, lifespan on; stop it afterwards."""
     cfg = Settings(models_dir=models_dir, **{"max_batch_size": 8, "log_level": "warning", **settings})
     app = create_app(cfg)
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on"))
+    server = uvicorn.Server(uvicorn_config(app, cfg, log_level="warning", log_config=None))
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
     url = f"http://127.0.0.1:{port}"
@@ -117,6 +119,26 @@ def running_server(models_dir: Path, wait_ready: bool = True, **settings: object
         server.should_exit = True
         thread.join(15)
         sock.close()
+
+
+def address(url: str) -> tuple[str, int]:
+    host, port = url.removeprefix("http://").rsplit(":", 1)
+    return host, int(port)
+
+
+def raw_exchange(url: str, request: bytes, timeout: float = 10.0) -> bytes:
+    """Send `request` exactly as given (no client normalises it) on a new connection; return all the server sends
+    until it closes the connection (send `Connection: close`)."""
+    with socket.create_connection(address(url), timeout=timeout) as conn:
+        conn.sendall(request)
+        response = b""
+        while chunk := conn.recv(65536):
+            response += chunk
+    return response
+
+
+def status_of(response: bytes) -> int:
+    return int(response.split(b" ", 2)[1])
 
 
 def _wait(condition, what: str, timeout: float = 60.0) -> None:  # noqa: ANN001

@@ -61,6 +61,7 @@ def test_serve_writes_json_lines_and_one_access_line_per_request(models_dir: Pat
         "FUSION_HOST": "127.0.0.1",
         "FUSION_MAX_BATCH_SIZE": "2",
         "FUSION_LOG_LEVEL": "info",
+        "FUSION_DRAIN_DELAY_S": "0",
     }
     out = (tmp_path / "stdout").open("w+")
     proc = subprocess.Popen([sys.executable, "-m", "app.cli", "serve"], env=env, stdout=out, stderr=subprocess.PIPE)
@@ -80,7 +81,8 @@ def test_serve_writes_json_lines_and_one_access_line_per_request(models_dir: Pat
         assert r.status_code == 200
     finally:
         proc.terminate()
-        proc.wait(30)
+        exit_code = proc.wait(30)
+    assert exit_code == 0  # a graceful shutdown on SIGTERM
     lines = Path(out.name).read_text().splitlines()
     entries = [json.loads(line) for line in lines]  # every line is JSON
     assert any(e["logger"].startswith("uvicorn") and "Uvicorn running" in e["message"] for e in entries)
@@ -88,3 +90,21 @@ def test_serve_writes_json_lines_and_one_access_line_per_request(models_dir: Pat
     assert [(e["request_id"], e["route"], e["status"], e["modalities"], e["batch_size"]) for e in access] == [
         ("cli-1", "/v1/predict", 200, ["text"], 1)
     ]  # readiness probes are debug lines; uvicorn's own access log is off
+
+
+def test_a_record_carries_the_request_id_it_was_logged_under() -> None:
+    import contextvars
+
+    from app.logs import REQUEST_ID, RequestIdFilter
+
+    def log_one() -> dict:
+        rec = record("inside %s")
+        RequestIdFilter().filter(rec)
+        return json.loads(JsonFormatter().format(rec))
+
+    def in_request() -> dict:
+        REQUEST_ID.set("req-9")
+        return log_one()
+
+    assert contextvars.copy_context().run(in_request)["request_id"] == "req-9"
+    assert "request_id" not in log_one()  # outside any request (and the request's context did not leak)

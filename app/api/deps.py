@@ -18,9 +18,12 @@ async def get_settings(request: Request) -> Settings:
 
 
 async def get_registry(request: Request) -> ModelRegistry:
-    """The loaded models; 503 until they are loaded and warmed up."""
-    registry: ModelRegistry | None = getattr(request.app.state, "registry", None)
-    if registry is None or not request.app.state.ready:
+    """The loaded models; 503 until they are loaded and warmed up, and again once the service drains."""
+    state = request.app.state
+    registry: ModelRegistry | None = getattr(state, "registry", None)
+    if registry is None or not state.ready:
+        if getattr(state, "shutting_down", False):
+            raise NotReady("the service is shutting down; retry on another replica", headers={"Retry-After": "1"})
         raise NotReady("the model is still loading; retry in a moment", headers={"Retry-After": "1"})
     return registry
 

@@ -16,6 +16,7 @@ from app.api.oip_schemas import OipError
 from app.errors import ServiceError
 
 log = logging.getLogger(__name__)
+OIP_PREFIX = "/v2"
 
 
 def oip_error(status: int, message: str, headers: dict[str, str] | None = None) -> JSONResponse:

@@ -51,7 +51,9 @@ class Limits(BaseModel):
     max_body_bytes: int
     max_part_bytes: int
     max_image_pixels: int
+    max_image_frames: int
     max_audio_seconds: float
+    max_audio_samples: int = Field(description="Decoded frames x channels of one audio file.")
     max_text_chars: int
 
 

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import logging
+import time
 
 import pytest
 
@@ -11,12 +12,19 @@ from tests.helpers import Server, png_bytes
 ACCESS = "app.access"
 
 
-def access_entries(caplog: pytest.LogCaptureFixture, request_id: str) -> list[tuple[int, dict]]:
-    return [
-        (r.levelno, getattr(r, FIELDS))
-        for r in caplog.records
-        if r.name == ACCESS and getattr(r, FIELDS, {}).get("request_id") == request_id
-    ]
+def access_entries(caplog: pytest.LogCaptureFixture, request_id: str, wait: bool = True) -> list[tuple[int, dict]]:
+    """The access records of one request. The line is written once the response has gone out, so the client can
+    read the response first: wait (a little) for it unless none is expected."""
+    end = time.monotonic() + (5 if wait else 0)
+    while True:
+        found = [
+            (r.levelno, getattr(r, FIELDS))
+            for r in caplog.records
+            if r.name == ACCESS and getattr(r, FIELDS, {}).get("request_id") == request_id
+        ]
+        if found or time.monotonic() >= end:
+            return found
+        time.sleep(0.01)
 
 
 def test_one_line_per_predict_with_modalities_batch_size_and_latency(
@@ -52,7 +60,7 @@ def test_probes_are_debug_lines(server: Server, caplog: pytest.LogCaptureFixture
     caplog.set_level(logging.INFO, logger=ACCESS)
     with server.client() as c:
         c.get("/healthz", headers={"X-Request-ID": "probe-info"})
-    assert access_entries(caplog, "probe-info") == []
+    assert access_entries(caplog, "probe-info", wait=False) == []
     caplog.set_level(logging.DEBUG, logger=ACCESS)
     with server.client() as c:
         c.get("/readyz", headers={"X-Request-ID": "probe-debug"})

@@ -10,7 +10,7 @@ from urllib.parse import urlsplit
 import pytest
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 
-from tests.helpers import LABELS, Server, png_bytes, wav_bytes
+from tests.helpers import LABELS, Server, png_bytes, running_server, wav_bytes
 
 CHROMIUM = Path("/usr/bin/chromium")
 FLAGS = [
@@ -83,3 +83,33 @@ def test_the_docs_page_loads_its_assets_from_the_service(server: Server, page: P
     expect(page.locator(PREDICT)).to_be_visible()
     expect(page.locator(".info .title")).to_contain_text("fusion-serve")
     assert failed == []
+
+
+KEY = "browser-key-0123456789abcdef"
+
+
+@pytest.fixture(scope="module")
+def keyed(models_dir: Path) -> Iterator[Server]:
+    with running_server(models_dir, api_keys=KEY) as s:
+        yield s
+
+
+def test_with_api_keys_the_authorize_button_takes_the_key(keyed: Server, page: Page) -> None:
+    page.goto(f"{keyed.url}/docs")
+    operation = page.locator(PREDICT)
+    operation.locator(".opblock-summary").click()
+    operation.get_by_role("button", name="Try it out").click()
+    operation.locator('tr[data-property-name="text"] input[type=text]').fill("no key yet")
+    operation.get_by_role("button", name="Execute").click()
+    live = operation.locator(".live-responses-table")
+    expect(live.locator("tbody td.response-col_status")).to_have_text("401")
+
+    page.locator(".auth-wrapper .authorize").click()
+    dialog = page.locator(".modal-ux")
+    dialog.locator("input").fill(KEY)
+    dialog.locator(".auth-btn-wrapper button.authorize").click()
+    dialog.locator(".auth-btn-wrapper button.btn-done").click()
+    operation.get_by_role("button", name="Execute").click()
+    expect(live.locator("tbody td.response-col_status")).to_have_text("200")
+    body = json.loads(live.locator("tbody .response-col_description pre").first.inner_text())
+    assert body["modalities"] == ["text"]

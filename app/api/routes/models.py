@@ -10,9 +10,10 @@ from app.config import Settings
 from app.serving import ModelRegistry, ServedModel
 
 router = APIRouter(tags=["models"])
+NOT_READY = {503: {"model": ErrorBody, "description": "Loading, warming up, or shutting down."}}
 
 
-@router.get("/v1/models", response_model=ModelList, summary="List the served models")
+@router.get("/v1/models", response_model=ModelList, responses=NOT_READY, summary="List the served models")
 async def list_models(registry: RegistryDep, settings: SettingsDep) -> ModelList:
     assert registry.default_name is not None
     return ModelList(
@@ -24,7 +25,7 @@ async def list_models(registry: RegistryDep, settings: SettingsDep) -> ModelList
 @router.get(
     "/v1/models/{name}",
     response_model=ModelInfo,
-    responses={404: {"model": ErrorBody, "description": "No such model."}},
+    responses={404: {"model": ErrorBody, "description": "No such model."}, **NOT_READY},
     summary="Describe one model",
 )
 async def get_model(name: ModelName, registry: RegistryDep, settings: SettingsDep) -> ModelInfo:
@@ -65,7 +66,9 @@ def model_info(model: ServedModel, registry: ModelRegistry, settings: Settings) 
             max_body_bytes=settings.max_body_bytes,
             max_part_bytes=settings.max_part_bytes,
             max_image_pixels=settings.max_image_pixels,
+            max_image_frames=settings.max_image_frames,
             max_audio_seconds=settings.max_audio_seconds,
+            max_audio_samples=settings.max_audio_samples,
             max_text_chars=settings.max_text_chars,
         ),
         metrics=model.metrics,

@@ -109,7 +109,9 @@ async def _predict(request: Request, model: ServedModel, settings: Settings, top
 def decode_limits(settings: Settings) -> DecodeLimits:
     return DecodeLimits(
         max_image_pixels=settings.max_image_pixels,
+        max_image_frames=settings.max_image_frames,
         max_audio_seconds=settings.max_audio_seconds,
+        max_audio_samples=settings.max_audio_samples,
         max_text_chars=settings.max_text_chars,
     )
 
