@@ -114,8 +114,8 @@ class DynamicBatcher(Generic[T, R]):
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"infer-{self.name}")
         self._task = asyncio.get_running_loop().create_task(self._collect(), name=f"batcher-{self.name}")
 
-    async def submit(self, payload: T) -> BatchResult[R]:
-        """Queue one payload and wait for its result; raises Overloaded at once when the queue is full."""
+    def admit(self) -> None:
+        """Raise NotReady or Overloaded if a submission now would be refused; lets callers refuse work early."""
         if self._closing or self._task is None:
             raise NotReady("the service is shutting down or not started; retry on another replica")
         if len(self._queue) >= self.config.max_queue_size:
@@ -125,6 +125,10 @@ class DynamicBatcher(Generic[T, R]):
                 f"the request queue is full ({self.config.max_queue_size} waiting); retry after {retry} s",
                 headers={"Retry-After": str(retry)},
             )
+
+    async def submit(self, payload: T) -> BatchResult[R]:
+        """Queue one payload and wait for its result; raises Overloaded at once when the queue is full."""
+        self.admit()
         loop = asyncio.get_running_loop()
         now = time.perf_counter()
         pending: _Pending[T, R] = _Pending(payload, loop.create_future(), now, now + self.config.timeout_s)

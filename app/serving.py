@@ -102,6 +102,7 @@ class ServedModel:
     async def predict(self, raw: RawInputs, limits: DecodeLimits, pool: Executor) -> Prediction:
         """The whole pipeline for one request."""
         self.check_modalities(raw)
+        self.batcher.admit()  # under overload, refuse before spending CPU on decoding
         loop = asyncio.get_running_loop()
         t0 = time.perf_counter()
         sample = await loop.run_in_executor(pool, prepare_sample, self.preprocessor, raw, limits)

@@ -10,6 +10,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from app import serving
 from tests.helpers import TEXT, Gate, Server, running_server, send, wait_queue
 
 
@@ -36,8 +37,11 @@ def test_concurrent_requests_share_one_forward_pass(server: Server) -> None:
     assert model.predictor.forward_passes == passes_before + 2  # the held one, then one for both
 
 
-def test_full_queue_answers_503_with_retry_after_at_once(tight: Server) -> None:
+def test_full_queue_answers_503_with_retry_after_at_once(tight: Server, monkeypatch: pytest.MonkeyPatch) -> None:
     model = tight.served()
+    decoded: list[object] = []
+    original = serving.prepare_sample
+    monkeypatch.setattr(serving, "prepare_sample", lambda *a: decoded.append(a) or original(*a))
     with Gate(model) as gate, ThreadPoolExecutor(4) as pool:
         held = send(pool, tight.url)
         assert gate.entered.wait(10)
@@ -47,6 +51,7 @@ def test_full_queue_answers_503_with_retry_after_at_once(tight: Server) -> None:
         with tight.client() as c:
             r = c.post("/v1/predict", files=TEXT)
         assert time.monotonic() - t0 < 5  # answered while the model is still held
+        assert len(decoded) == 3  # the refused upload was not even decoded
         assert r.status_code == 503
         assert r.json()["error"]["code"] == "overloaded"
         assert int(r.headers["retry-after"]) >= 1
