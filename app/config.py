@@ -74,7 +74,9 @@ class Settings(BaseSettings):
     max_wait_ms: float = Field(2.0, ge=0, description="Longest a request waits for company when the model is idle.")
     max_queue_size: int = Field(256, ge=1, description="Admitted requests waiting for the model; beyond it: 503.")
     request_timeout_s: float = Field(10.0, gt=0, description="Deadline from admission to start of compute; then 504.")
-    preprocess_workers: int = Field(2, ge=1, description="Threads that decode and preprocess uploads.")
+    preprocess_workers: int = Field(
+        -1, ge=-1, description="Threads that decode uploads: -1 auto (none on <= 2 CPUs), 0 on the event loop."
+    )
 
     # Input limits (checked before anything is queued)
     max_body_bytes: int = Field(32 * 1024 * 1024, ge=1024)

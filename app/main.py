@@ -4,7 +4,6 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import AsyncIterator
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
@@ -23,7 +22,7 @@ from app.api.telemetry import TelemetryMiddleware
 from app.config import Settings, get_settings
 from app.errors import ArtifactError
 from app.metrics import ServiceMetrics
-from app.serving import ModelRegistry, configure_torch
+from app.serving import ModelRegistry, configure_torch, make_preprocess_pool
 
 log = logging.getLogger(__name__)
 
@@ -42,7 +41,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         raise
     for model in registry.models.values():
         app.state.metrics.model_loaded(model.name, model.spec.version, str(model.predictor.device))
-    app.state.preprocess_pool = ThreadPoolExecutor(settings.preprocess_workers, thread_name_prefix="preprocess")
+    app.state.preprocess_pool = make_preprocess_pool(settings.preprocess_workers)
     warm = asyncio.create_task(_warm_and_start(app, registry), name="warmup")
     try:
         yield
@@ -52,7 +51,8 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         warm.cancel()
         await asyncio.gather(warm, return_exceptions=True)
         await registry.stop()
-        app.state.preprocess_pool.shutdown(wait=False, cancel_futures=True)
+        if app.state.preprocess_pool is not None:
+            app.state.preprocess_pool.shutdown(wait=False, cancel_futures=True)
 
 
 async def _warm_and_start(app: FastAPI, registry: ModelRegistry) -> None:

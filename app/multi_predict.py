@@ -18,13 +18,13 @@ from app.batching import BatchResult
 from app.collate import Sample
 from app.decoding import DecodeLimits
 from app.errors import MissingInput, PayloadTooLarge, ServiceError
-from app.serving import Prediction, RawInputs, ServedModel, prepare_sample
+from app.serving import Prediction, RawInputs, ServedModel, prepare_sample, run_cpu
 
 T = TypeVar("T")
 
 
 async def predict_many(
-    model: ServedModel, raws: Sequence[RawInputs], limits: DecodeLimits, pool: Executor
+    model: ServedModel, raws: Sequence[RawInputs], limits: DecodeLimits, pool: Executor | None
 ) -> list[Prediction]:
     """Predictions for `raws`, in order. The first failing sample's error (by position) names the sample."""
     if not raws:
@@ -37,10 +37,10 @@ async def predict_many(
         )
     for i, raw in enumerate(raws):
         _named(i, len(raws), model.check_modalities, raw)
-    loop = asyncio.get_running_loop()
     t0 = time.perf_counter()
     prepared = await asyncio.gather(
-        *(loop.run_in_executor(pool, _named, i, len(raws), prepare_sample, model.preprocessor, raw, limits) for i, raw in enumerate(raws)),
+        *(run_cpu(pool, _named, i, len(raws), prepare_sample, model.preprocessor, raw, limits)
+          for i, raw in enumerate(raws)),
         return_exceptions=True,
     )
     samples: list[Sample] = []

@@ -8,10 +8,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from concurrent.futures import Executor
+import os
+from collections.abc import Callable
+from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import torch
@@ -27,6 +29,7 @@ from app.model.spec import MODALITIES, ArtifactSpec, Modality
 from app.preprocessing import Preprocessor
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,6 +68,23 @@ class Prediction:
         )
 
 
+async def run_cpu(pool: Executor | None, fn: Callable[..., T], *args: object) -> T:
+    """`fn(*args)` on the pool's threads, or right here on the event loop when there is no pool."""
+    if pool is None:
+        return fn(*args)
+    return await asyncio.get_running_loop().run_in_executor(pool, fn, *args)
+
+
+def make_preprocess_pool(workers: int) -> ThreadPoolExecutor | None:
+    """The decode/preprocess threads: `workers` of them; 0 for none (work on the event loop); -1 for automatic:
+    none where the process may use 2 CPUs or fewer, since there the event loop and the inference thread already
+    take them and a hop to a third thread costs more (context switches, GIL hand-offs) than it runs in parallel."""
+    if workers < 0:
+        cpus = len(os.sched_getaffinity(0))
+        workers = 0 if cpus <= 2 else min(4, cpus - 2)
+    return ThreadPoolExecutor(workers, thread_name_prefix="preprocess") if workers else None
+
+
 def prepare_sample(preprocessor: Preprocessor, raw: RawInputs, limits: DecodeLimits) -> Sample:
     """Decode and preprocess one request (CPU work, run off the event loop). Raises InvalidInput subclasses."""
     return preprocessor(
@@ -99,13 +119,12 @@ class ServedModel:
                 f"it accepts {', '.join(self.spec.ordered_modalities)}"
             )
 
-    async def predict(self, raw: RawInputs, limits: DecodeLimits, pool: Executor) -> Prediction:
+    async def predict(self, raw: RawInputs, limits: DecodeLimits, pool: Executor | None) -> Prediction:
         """The whole pipeline for one request."""
         self.check_modalities(raw)
         self.batcher.admit()  # under overload, refuse before spending CPU on decoding
-        loop = asyncio.get_running_loop()
         t0 = time.perf_counter()
-        sample = await loop.run_in_executor(pool, prepare_sample, self.preprocessor, raw, limits)
+        sample = await run_cpu(pool, prepare_sample, self.preprocessor, raw, limits)
         preprocess_ms = (time.perf_counter() - t0) * 1e3
         return Prediction.of(await self.batcher.submit(sample), raw.modalities, preprocess_ms)
 
