@@ -17,6 +17,9 @@ IMAGE_FORMATS = ("JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF")
 AUDIO_FORMATS = {"WAV": "WAV", "WAVEX": "WAV", "RF64": "WAV", "W64": "WAV", "FLAC": "FLAC", "OGG": "OGG", "MP3": "MP3"}
 # Our own pixel limit (configurable, checked from the header before decoding) replaces Pillow's global one.
 Image.MAX_IMAGE_PIXELS = None
+# Untrusted files make Pillow warn (corrupt EXIF, truncated chunks); our own checks decide what to refuse, so the
+# warnings are only noise in the logs. One process-wide filter: `catch_warnings` per call is not thread-safe.
+warnings.filterwarnings("ignore", module=r"(PIL(\..*)?|app\.decoding)$")
 _IMAGE_SIGNATURES = (
     (b"\xff\xd8\xff", "JPEG"),
     (b"\x89PNG\r\n\x1a\n", "PNG"),
@@ -59,9 +62,7 @@ class Waveform:
 def decode_image(data: bytes, limits: DecodeLimits) -> Image.Image:
     """The first frame of a JPEG/PNG/WebP/GIF/BMP/TIFF, EXIF orientation applied, in its original mode."""
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            im = Image.open(io.BytesIO(data), formats=IMAGE_FORMATS)
+        im = Image.open(io.BytesIO(data), formats=IMAGE_FORMATS)
     except UnidentifiedImageError:
         if (declared := _image_signature(data)) is not None:
             raise CorruptInput(
@@ -81,13 +82,11 @@ def decode_image(data: bytes, limits: DecodeLimits) -> Image.Image:
     if width * height > limits.max_image_pixels:
         raise PayloadTooLarge(_too_many_pixels(limits, width, height))
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            too_many_frames = _has_more_frames_than(im, limits.max_image_frames)
-            if not too_many_frames:
-                im.seek(0)
-                im.load()
-                ImageOps.exif_transpose(im, in_place=True)
+        too_many_frames = _has_more_frames_than(im, limits.max_image_frames)
+        if not too_many_frames:
+            im.seek(0)
+            im.load()
+            ImageOps.exif_transpose(im, in_place=True)
     except Image.DecompressionBombError:
         raise PayloadTooLarge(_too_many_pixels(limits)) from None
     except Exception:  # noqa: BLE001 - see above
