@@ -33,7 +33,8 @@ def card(spec: ArtifactSpec, m: dict[str, Any]) -> str:
         enc.append(f"text: {spec.text.encoder} over {spec.text.tokenizer.type} tokens (max {spec.text.max_tokens})")
     if spec.audio:
         enc.append(
-            f"audio: log-mel ({spec.audio.n_mels} mels, {spec.audio.sample_rate} Hz, {spec.audio.clip_seconds:g} s) + cnn"
+            f"audio: log-mel ({spec.audio.n_mels} mels, {spec.audio.sample_rate} Hz, {spec.audio.clip_seconds:g} s)"
+            f" + {spec.audio.encoder}"
         )
     subset_rows = [
         [
