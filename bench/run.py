@@ -74,7 +74,6 @@ class Server:
             "FUSION_MODELS_DIR": str(models_dir),
             "FUSION_DEFAULT_MODEL": model,
             "FUSION_TORCH_THREADS": "1",
-            "FUSION_LOG_LEVEL": "warning",
             "FUSION_PORT": str(port),
             **env,
         }
