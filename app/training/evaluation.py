@@ -103,7 +103,7 @@ def fit_temperature(lg: Logits) -> float:
         return loss
 
     opt.step(closure)
-    return float(log_t.exp().clamp(0.05, 20.0))
+    return float(log_t.detach().exp().clamp(0.05, 20.0))
 
 
 def confusion(lg: Logits, n_classes: int) -> list[list[int]]:

@@ -207,7 +207,7 @@ def fit(cfg: TrainConfig, data: Data, spec: ArtifactSpec) -> tuple[FusionClassif
             sched.step()
             step += 1
             seen += len(y)
-            loss_sum += float(loss) * len(y)
+            loss_sum += loss.item() * len(y)
             correct += int((logits.argmax(1) == y).sum())
             bar.set_postfix(loss=f"{loss_sum / seen:.3f}", acc=f"{correct / seen:.3f}")
             if step >= total:
