@@ -7,6 +7,7 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import Depends, Request
+from starlette.datastructures import State
 
 from app.config import Settings
 from app.errors import NotReady
@@ -17,11 +18,18 @@ async def get_settings(request: Request) -> Settings:
     return request.app.state.settings
 
 
+def ready_registry(state: State) -> ModelRegistry | None:
+    """The registry while the service is ready (loaded, warmed up, not draining), else None: the one definition
+    of readiness that /readyz, /v2's ready endpoints and every model route share."""
+    registry: ModelRegistry | None = getattr(state, "registry", None)
+    return registry if registry is not None and state.ready else None
+
+
 async def get_registry(request: Request) -> ModelRegistry:
     """The loaded models; 503 until they are loaded and warmed up, and again once the service drains."""
     state = request.app.state
-    registry: ModelRegistry | None = getattr(state, "registry", None)
-    if registry is None or not state.ready:
+    registry = ready_registry(state)
+    if registry is None:
         if getattr(state, "shutting_down", False):
             raise NotReady("the service is shutting down; retry on another replica", headers={"Retry-After": "1"})
         raise NotReady("the model is still loading; retry in a moment", headers={"Retry-After": "1"})

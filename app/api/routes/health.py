@@ -4,6 +4,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
+from app.api.deps import ready_registry
 from app.api.schemas import Health
 
 router = APIRouter(tags=["health"])
@@ -22,8 +23,8 @@ async def healthz() -> Health:
 )
 async def readyz(request: Request) -> JSONResponse:
     state = request.app.state
-    registry = getattr(state, "registry", None)
-    if registry is None or not state.ready:
+    registry = ready_registry(state)
+    if registry is None:
         status = "shutting_down" if getattr(state, "shutting_down", False) else "loading"
         return JSONResponse(Health(status=status).model_dump(), status_code=503, headers={"Retry-After": "1"})
     return JSONResponse(Health(status="ready", models=list(registry.models)).model_dump())

@@ -15,7 +15,7 @@ from fastapi.responses import JSONResponse
 
 from app import __version__
 from app.api import oip_model
-from app.api.deps import RegistryDep, SettingsDep
+from app.api.deps import RegistryDep, SettingsDep, ready_registry
 from app.api.oip import (
     BINARY_CONTENT_TYPE,
     HEADER_LENGTH,
@@ -82,7 +82,7 @@ async def server_live() -> ServerLive:
     responses={400: {"model": ServerReady, "description": "Loading, warming up, or shutting down."}},
 )
 async def server_ready(request: Request) -> JSONResponse:
-    ready = _is_ready(request)
+    ready = ready_registry(request.app.state) is not None
     return JSONResponse(ServerReady(ready=ready).model_dump(), status_code=200 if ready else 400)
 
 
@@ -240,13 +240,9 @@ def _parse(
     return parsed, oip_model.raw_samples(parsed, max_element_bytes), oip_model.requested_outputs(parsed, model)
 
 
-def _is_ready(request: Request) -> bool:
-    state = request.app.state
-    return getattr(state, "registry", None) is not None and bool(state.ready)
-
-
 def _model_ready(request: Request, name: str, version: str | None) -> JSONResponse:
-    if not _is_ready(request):
+    registry = ready_registry(request.app.state)
+    if registry is None:
         return JSONResponse(ModelReady(name=name, ready=False).model_dump(), status_code=400)
-    oip_model.resolve(request.app.state.registry, name, version)
+    oip_model.resolve(registry, name, version)
     return JSONResponse(ModelReady(name=name, ready=True).model_dump())
