@@ -71,11 +71,18 @@ class Settings(BaseSettings):
 
     # Dynamic batching
     max_batch_size: int = Field(32, ge=1, le=1024)
-    max_wait_ms: float = Field(2.0, ge=0, description="Longest a request waits for company when the model is idle.")
+    max_wait_ms: float = Field(
+        2.0,
+        ge=0,
+        description="Longest an idle model waits to fill a batch with requests whose uploads are arriving; 0: never.",
+    )
     max_queue_size: int = Field(256, ge=1, description="Admitted requests waiting for the model; beyond it: 503.")
     request_timeout_s: float = Field(10.0, gt=0, description="Deadline from admission to start of compute; then 504.")
     preprocess_workers: int = Field(
-        -1, ge=-1, description="Threads that decode uploads: -1 auto (none on <= 2 CPUs), 0 on the event loop."
+        -1,
+        ge=-1,
+        description="Threads that decode uploads: -1 auto (none on <= 2 CPUs); 0: the inference thread decodes each "
+        "batch just before its forward pass.",
     )
 
     # Input limits (checked before anything is queued)

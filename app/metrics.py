@@ -65,7 +65,7 @@ class ServiceMetrics:
         )
         self.inference = Histogram(
             "fusion_inference_duration_seconds",
-            "Compute time of one batch (collate, forward pass, softmax).",
+            "Time the inference thread spends on one batch (decoding uploads when it does that, collate, forward pass, softmax).",
             ("model",),
             buckets=LATENCY_BUCKETS,
             registry=r,

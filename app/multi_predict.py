@@ -12,13 +12,11 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import Executor
 from typing import TypeVar
 
-import numpy as np
-
 from app.batching import BatchResult
 from app.collate import Sample
 from app.decoding import DecodeLimits
 from app.errors import MissingInput, PayloadTooLarge, ServiceError
-from app.serving import Prediction, RawInputs, ServedModel, prepare_sample, run_cpu
+from app.serving import Job, Prediction, RawInputs, ServedModel, Scored, prepare_sample, run_cpu
 
 T = TypeVar("T")
 
@@ -63,10 +61,10 @@ def _named(index: int, total: int, step: Callable[..., T], *args: object) -> T:
         raise type(exc)(f"sample {index}: {exc.message}", headers=exc.headers) from None
 
 
-async def _submit_all(model: ServedModel, samples: list[Sample]) -> list[BatchResult[np.ndarray]]:
+async def _submit_all(model: ServedModel, samples: list[Sample]) -> list[BatchResult[Scored]]:
     """Queue every sample; if one is refused (full queue) or fails, the others are withdrawn (a withdrawn request
     still queued is skipped by the batcher) and that error is raised. Cancelling the caller withdraws them all."""
-    tasks = [asyncio.ensure_future(model.batcher.submit(s)) for s in samples]
+    tasks = [asyncio.ensure_future(model.batcher.submit(Job(sample=s))) for s in samples]
     try:
         await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
     finally:

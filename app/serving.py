@@ -1,14 +1,19 @@
 """The models being served and the request pipeline they share:
-raw parts -> decode/validate -> preprocess (thread pool) -> batcher -> predictor -> probabilities.
+raw parts -> decode/validate -> preprocess -> batcher -> predictor -> probabilities.
+
+Decoding and preprocessing run either on a thread pool before a request is queued, or (where the process has 2
+CPUs or fewer) in the inference thread, for the whole batch just before its forward pass; see
+`make_preprocess_pool`.
 
 Nothing here knows about HTTP.
 """
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
-import time
 import os
+import time
 from collections.abc import Callable
 from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -18,7 +23,7 @@ from typing import Any, TypeVar
 import numpy as np
 import torch
 
-from app.batching import BatchConfig, BatchObserver, BatchResult, DynamicBatcher
+from app.batching import Announcement, BatchConfig, BatchObserver, BatchResult, DynamicBatcher
 from app.collate import Sample
 from app.config import Settings
 from app.decoding import DecodeLimits, decode_audio, decode_image, decode_text
@@ -46,6 +51,26 @@ class RawInputs:
 
 
 @dataclass(frozen=True, slots=True)
+class Job:
+    """One request in the batcher's queue: its preprocessed sample, or its raw inputs (with their limits) to be
+    decoded and preprocessed in the inference thread."""
+
+    sample: Sample | None = None
+    raw: RawInputs | None = None
+    limits: DecodeLimits | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Scored:
+    """One request's output from a batch: its probabilities, the time its decoding took there (0 when it came
+    preprocessed), and the time of the batch's forward pass."""
+
+    probabilities: np.ndarray
+    preprocess_ms: float
+    forward_ms: float
+
+
+@dataclass(frozen=True, slots=True)
 class Prediction:
     """Calibrated probabilities (in label order) and how the request was served."""
 
@@ -57,13 +82,15 @@ class Prediction:
     batch_size: int
 
     @classmethod
-    def of(cls, result: BatchResult[np.ndarray], modalities: tuple[Modality, ...], preprocess_ms: float) -> Prediction:
+    def of(cls, result: BatchResult[Scored], modalities: tuple[Modality, ...], preprocess_ms: float = 0.0) -> Prediction:
+        """`preprocess_ms`: the time the request spent being decoded before it was queued, if it was."""
+        scored = result.value
         return cls(
-            probabilities=result.value,
+            probabilities=scored.probabilities,
             modalities=modalities,
-            preprocess_ms=preprocess_ms,
+            preprocess_ms=preprocess_ms + scored.preprocess_ms,
             queue_ms=result.queue_ms,
-            compute_ms=result.compute_ms,
+            compute_ms=scored.forward_ms,
             batch_size=result.batch_size,
         )
 
@@ -76,9 +103,11 @@ async def run_cpu(pool: Executor | None, fn: Callable[..., T], *args: object) ->
 
 
 def make_preprocess_pool(workers: int) -> ThreadPoolExecutor | None:
-    """The decode/preprocess threads: `workers` of them; 0 for none (work on the event loop); -1 for automatic:
-    none where the process may use 2 CPUs or fewer, since there the event loop and the inference thread already
-    take them and a hop to a third thread costs more (context switches, GIL hand-offs) than it runs in parallel."""
+    """The decode/preprocess threads: `workers` of them; 0 for none; -1 for automatic: none where the process may
+    use 2 CPUs or fewer. Without a pool, each batch's requests are decoded in the inference thread just before
+    the forward pass: the event loop keeps only the HTTP work, and on one or two cores that beats handing each
+    upload to another thread (context switches, GIL hand-offs, and caches made cold for both decoding and the
+    forward pass by the HTTP work interleaved between them)."""
     if workers < 0:
         cpus = len(os.sched_getaffinity(0))
         workers = 0 if cpus <= 2 else min(4, cpus - 2)
@@ -94,6 +123,34 @@ def prepare_sample(preprocessor: Preprocessor, raw: RawInputs, limits: DecodeLim
     )
 
 
+def run_jobs(predictor: Predictor, preprocessor: Preprocessor, jobs: list[Job]) -> list[Scored | Exception]:
+    """The batcher's handler (in the inference thread): decode the jobs that came raw, then one forward pass over
+    every sample. A job whose decoding fails gets its error in its place (a 4xx for that request alone)."""
+    outputs: list[Scored | Exception | None] = [None] * len(jobs)
+    samples: list[Sample] = []
+    placed: list[tuple[int, float]] = []  # (job index, its decoding ms) for each sample
+    for i, job in enumerate(jobs):
+        if job.sample is not None:
+            samples.append(job.sample)
+            placed.append((i, 0.0))
+            continue
+        assert job.raw is not None and job.limits is not None
+        t0 = time.perf_counter()
+        try:
+            samples.append(prepare_sample(preprocessor, job.raw, job.limits))
+        except Exception as exc:  # any failure here is this request's alone: InvalidInput (4xx), else a 500
+            outputs[i] = exc
+            continue
+        placed.append((i, (time.perf_counter() - t0) * 1e3))
+    if samples:
+        t0 = time.perf_counter()
+        probabilities = predictor.predict(samples)
+        forward_ms = (time.perf_counter() - t0) * 1e3
+        for (i, preprocess_ms), probs in zip(placed, probabilities):
+            outputs[i] = Scored(probs, preprocess_ms, forward_ms)
+    return outputs  # type: ignore[return-value]  # every slot is filled
+
+
 @dataclass
 class ServedModel:
     """One artifact, loaded and ready: its predictor, preprocessor and batcher."""
@@ -103,7 +160,7 @@ class ServedModel:
     spec: ArtifactSpec
     predictor: Predictor
     preprocessor: Preprocessor
-    batcher: DynamicBatcher[Sample, np.ndarray]
+    batcher: DynamicBatcher[Job, Scored]
     metrics: dict[str, Any] = field(default_factory=dict)
     parameter_count: int = 0
 
@@ -119,14 +176,25 @@ class ServedModel:
                 f"it accepts {', '.join(self.spec.ordered_modalities)}"
             )
 
-    async def predict(self, raw: RawInputs, limits: DecodeLimits, pool: Executor | None) -> Prediction:
-        """The whole pipeline for one request."""
-        self.check_modalities(raw)
-        self.batcher.admit()  # under overload, refuse before spending CPU on decoding
-        t0 = time.perf_counter()
-        sample = await run_cpu(pool, prepare_sample, self.preprocessor, raw, limits)
-        preprocess_ms = (time.perf_counter() - t0) * 1e3
-        return Prediction.of(await self.batcher.submit(sample), raw.modalities, preprocess_ms)
+    async def predict(
+        self, raw: RawInputs, limits: DecodeLimits, pool: Executor | None, announcement: Announcement | None = None
+    ) -> Prediction:
+        """The whole pipeline for one request. `announcement`: from `batcher.announce()`, if the caller announced
+        the request while its upload was arriving; it ends when the request is queued or refused."""
+        try:
+            self.check_modalities(raw)
+            self.batcher.admit()  # under overload, refuse before spending CPU on decoding
+            if pool is None:
+                job = Job(raw=raw, limits=limits)
+                return Prediction.of(await self.batcher.submit(job, announcement), raw.modalities)
+            t0 = time.perf_counter()
+            sample = await run_cpu(pool, prepare_sample, self.preprocessor, raw, limits)
+            preprocess_ms = (time.perf_counter() - t0) * 1e3
+            result = await self.batcher.submit(Job(sample=sample), announcement)
+            return Prediction.of(result, raw.modalities, preprocess_ms)
+        finally:
+            if announcement is not None:
+                announcement.withdraw()
 
 
 class ModelRegistry:
@@ -175,14 +243,16 @@ class ModelRegistry:
         )
         observer: BatchObserver | None = self._observer_factory(folder.name) if self._observer_factory else None
         log.info("loaded model %s v%s from %s on %s", folder.name, artifact.spec.version, folder, self.device)
+        preprocessor = Preprocessor(artifact.spec)
         return ServedModel(
             name=folder.name,
             path=folder,
             spec=artifact.spec,
             predictor=predictor,
-            preprocessor=Preprocessor(artifact.spec),
-            # Looked up per batch, so a test can swap the predictor's method on a live service.
-            batcher=DynamicBatcher(lambda samples: predictor.predict(samples), config, name=folder.name, observer=observer),
+            preprocessor=preprocessor,
+            batcher=DynamicBatcher(
+                functools.partial(run_jobs, predictor, preprocessor), config, name=folder.name, observer=observer
+            ),
             metrics=artifact.metrics,
             parameter_count=artifact.model.parameter_count(),
         )

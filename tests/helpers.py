@@ -178,10 +178,12 @@ class Gate:
         del self.model.predictor.predict
 
 
-def send(pool: ThreadPoolExecutor, url: str, timeout: float = 30, **kw: object) -> Future[httpx.Response]:
+def send(
+    pool: ThreadPoolExecutor, url: str, timeout: float = 30, files: object = TEXT, **kw: object
+) -> Future[httpx.Response]:
     def go() -> httpx.Response:
         with httpx.Client(base_url=url, timeout=timeout) as c:
-            return c.post("/v1/predict", files=TEXT, **kw)
+            return c.post("/v1/predict", files=files, **kw)  # type: ignore[arg-type]
 
     return pool.submit(go)
 

@@ -95,33 +95,50 @@ def test_batches_never_exceed_max_batch_size() -> None:
     run(main)
 
 
-def test_max_wait_gathers_a_burst_when_arrivals_are_frequent() -> None:
+def test_idle_model_waits_for_announced_requests() -> None:
     async def main() -> None:
         h = Recorder()
-        b = make(h, max_wait_s=0.2)
+        b = make(h, max_wait_s=5.0)
         b.start()
-        # Teach the batcher that arrivals come in quick succession, then send a spaced-out burst.
-        await asyncio.gather(*(b.submit(i) for i in range(4)))
-        h.batches.clear()
+        # Three uploads are announced; the first to arrive waits for the other two instead of going alone.
+        announced = [b.announce() for _ in range(3)]
         futs = []
-        for i in range(4):
-            futs.append(asyncio.ensure_future(b.submit(i)))
-            await asyncio.sleep(0.01)
-        await asyncio.gather(*futs)
-        assert h.batches == [[0, 1, 2, 3]]
+        for i, a in enumerate(announced):
+            futs.append(asyncio.ensure_future(b.submit(i, a)))
+            await asyncio.sleep(0.05)
+        assert [r.value for r in await asyncio.gather(*futs)] == [0, 2, 4]
+        assert h.batches == [[0, 1, 2]]
         await b.stop()
 
     run(main)
 
 
-def test_idle_model_does_not_wait_for_company() -> None:
+def test_withdrawn_announcement_ends_the_wait_at_once() -> None:
     async def main() -> None:
         h = Recorder()
         b = make(h, max_wait_s=30.0)
         b.start()
-        # No arrivals suggest company is coming, so the request goes at once instead of waiting up to 30 s.
-        r = await asyncio.wait_for(b.submit(1), timeout=10)
+        coming, failing = b.announce(), b.announce()
+        fut = asyncio.ensure_future(b.submit(1, coming))
+        await asyncio.sleep(0.05)
+        assert not fut.done()  # waiting for the other announced request
+        failing.withdraw()  # e.g. its upload was refused: nobody else is coming
+        r = await asyncio.wait_for(fut, timeout=5)
         assert r.batch_size == 1
+        failing.withdraw()  # idempotent
+        await b.stop()
+
+    run(main)
+
+
+def test_wait_for_announced_requests_is_capped_by_max_wait() -> None:
+    async def main() -> None:
+        h = Recorder()
+        b = make(h, max_wait_s=0.1)
+        b.start()
+        b.announce()  # announced, never submitted nor withdrawn (a stalled upload)
+        r = await asyncio.wait_for(b.submit(1), timeout=5)
+        assert r.batch_size == 1 and 100 <= r.queue_ms < 4000
         await b.stop()
 
     run(main)

@@ -51,12 +51,12 @@ def test_full_queue_answers_503_with_retry_after_at_once(tight: Server, monkeypa
         with tight.client() as c:
             r = c.post("/v1/predict", files=TEXT)
         assert time.monotonic() - t0 < 5  # answered while the model is still held
-        assert len(decoded) == 3  # the refused upload was not even decoded
         assert r.status_code == 503
         assert r.json()["error"]["code"] == "overloaded"
         assert int(r.headers["retry-after"]) >= 1
         gate.release.set()
         assert [f.result().status_code for f in [held, *queued]] == [200, 200, 200]
+    assert len(decoded) == 3  # the three admitted; the refused upload was not even decoded
 
 
 def test_request_that_waited_too_long_gets_504_and_is_not_computed(tight: Server) -> None:
@@ -127,3 +127,42 @@ def test_readyz_is_503_until_warm(models_dir: Path, held_warmup: threading.Event
             time.sleep(0.05)
         assert c.get("/readyz").json()["models"] == ["tiny"]
         assert c.post("/v1/predict", files=TEXT).status_code == 200
+
+
+@pytest.fixture(params=[0, 2], ids=["decode-in-inference-thread", "decode-pool"])
+def decoding(request: pytest.FixtureRequest, models_dir: Path) -> Iterator[Server]:
+    """The service with each placement of decoding: in the inference thread with the batch, or in a pool."""
+    with running_server(models_dir, preprocess_workers=request.param) as s:
+        yield s
+
+
+def test_a_corrupt_upload_fails_alone_and_its_batch_mates_are_served(decoding: Server) -> None:
+    model = decoding.served()
+    corrupt = {"image": ("x.png", b"\x89PNG\r\n\x1a\n" + b"\x00" * 64, "image/png"), "text": (None, "seven")}
+    with Gate(model) as gate, ThreadPoolExecutor(4) as pool:
+        held = send(pool, decoding.url)
+        assert gate.entered.wait(10)
+        good, bad = send(pool, decoding.url), send(pool, decoding.url, files=corrupt)
+        if decoding.settings.preprocess_workers == 0:  # decoded with the batch, so it queues like any request
+            wait_queue(model, 2)
+        else:  # refused by the pool before it is queued
+            assert bad.result().status_code == 422
+        gate.release.set()
+        assert held.result().status_code == good.result().status_code == 200
+        r = bad.result()
+    assert r.status_code == 422
+    assert r.json()["error"]["code"] == "corrupt_input"
+    assert "image" in r.json()["error"]["message"]
+    assert good.result().json()["timing"]["preprocess_ms"] > 0
+
+
+def test_request_with_bad_form_does_not_hold_up_the_batch(server: Server) -> None:
+    # The route announces each request while its upload arrives; a refused upload must withdraw its announcement,
+    # or the next idle batch would wait for it (up to max_wait) for nothing.
+    model = server.served()
+    with server.client() as c:
+        r = c.post("/v1/predict", files={"bogus": (None, "x")})
+        assert r.status_code == 422
+        r = c.post("/v1/predict", content=b"not multipart", headers={"content-type": "text/plain"})
+        assert r.status_code == 415
+    assert model.batcher.announced == 0

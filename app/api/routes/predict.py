@@ -10,6 +10,7 @@ import orjson
 from fastapi import APIRouter, Path, Query, Request, Response
 
 from app.api.deps import RegistryDep, SettingsDep
+from app.api.lean_route import LeanRoute
 from app.api.multipart import FormLimits, read_form
 from app.api.schemas import ErrorBody, PredictResponse
 from app.config import Settings
@@ -17,7 +18,8 @@ from app.decoding import DecodeLimits
 from app.model.spec import MODALITIES
 from app.serving import Prediction, RawInputs, ServedModel
 
-router = APIRouter(tags=["predict"])
+# LeanRoute: the hot path skips FastAPI's general dependency solver (see app.api.lean_route).
+router = APIRouter(tags=["predict"], route_class=LeanRoute)
 T = TypeVar("T")
 
 _FILE = {"type": "string", "format": "binary", "contentMediaType": "application/octet-stream"}
@@ -89,17 +91,24 @@ async def predict_named(
 
 async def _predict(request: Request, model: ServedModel, settings: Settings, top_k: int) -> Response:
     arrived = time.perf_counter()
-    parts = await read_form(
-        request.headers.get("content-type"),
-        request.headers.get("content-length"),
-        request.stream(),
-        MODALITIES,
-        FormLimits(max_body_bytes=settings.max_body_bytes, max_part_bytes=settings.max_part_bytes),
-    )
+    # Announced while the upload arrives, so an idle model's next batch may wait for it (app.batching).
+    announcement = model.batcher.announce()
+    try:
+        parts = await read_form(
+            request.headers.get("content-type"),
+            request.headers.get("content-length"),
+            request.stream(),
+            MODALITIES,
+            FormLimits(max_body_bytes=settings.max_body_bytes, max_part_bytes=settings.max_part_bytes),
+        )
+    except BaseException:
+        announcement.withdraw()
+        raise
     raw = RawInputs(**{name: bytes(p.data) for name, p in parts.items() if p.data})
     request.state.modalities = raw.modalities  # for the access log
     pool = request.app.state.preprocess_pool
-    outcome = await unless_client_leaves(request, model.predict(raw, decode_limits(settings), pool))
+    work = model.predict(raw, decode_limits(settings), pool, announcement)
+    outcome = await unless_client_leaves(request, work)
     if outcome is None:
         return Response(status_code=499)  # nginx's "client closed request"; nobody reads it
     request.state.batch_size = outcome.batch_size
@@ -117,18 +126,28 @@ def decode_limits(settings: Settings) -> DecodeLimits:
 
 
 async def unless_client_leaves(request: Request, work: Awaitable[T]) -> T | None:
-    """Run `work`; if the client disconnects first, cancel it (a queued request is then skipped) and return None."""
-    task = asyncio.ensure_future(work)
-    watcher = asyncio.ensure_future(_disconnected(request))
+    """Await `work`; if the client disconnects first, cancel it (a queued request is then skipped) and return None."""
+    task = asyncio.current_task()
+    assert task is not None
+    left = False
+
+    async def cancel_when_client_leaves() -> None:
+        nonlocal left
+        await _disconnected(request)
+        left = True
+        task.cancel()
+
+    # One watcher task per request, and `work` runs in this one: the cheapest form on the hot path.
+    watcher = asyncio.create_task(cancel_when_client_leaves())
     try:
-        await asyncio.wait({task, watcher}, return_when=asyncio.FIRST_COMPLETED)
+        return await work
+    except asyncio.CancelledError:
+        if not left:
+            raise
+        task.uncancel()
+        return None
     finally:
         watcher.cancel()
-    if task.done():
-        return task.result()
-    task.cancel()
-    await asyncio.gather(task, return_exceptions=True)
-    return None
 
 
 async def _disconnected(request: Request) -> None:
