@@ -19,19 +19,33 @@ from urllib.parse import urlsplit
 import numpy as np
 
 
+# Idle pooled connections older than this are not reused: the server closes idle keep-alive connections after
+# FUSION_KEEP_ALIVE_S (5 s by default), and writing a request into one it has just closed is an error no server
+# could avoid (HTTP clients retire them the same way).
+MAX_IDLE_S = 3.0
+
+
 class Pool:
     def __init__(self, host: str, port: int, limit: int) -> None:
         self.host, self.port, self.limit = host, port, limit
         self.idle: list[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = []
+        self.idle_since: dict[int, float] = {}
         self.open = 0
         self.cond = asyncio.Condition()
 
     async def get(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
         async with self.cond:
-            while not self.idle and self.open >= self.limit:
-                await self.cond.wait()
-            if self.idle:
-                return self.idle.pop()
+            while True:
+                while not self.idle and self.open >= self.limit:
+                    await self.cond.wait()
+                if not self.idle:
+                    break
+                conn = self.idle.pop()
+                since = self.idle_since.pop(id(conn[1]), 0.0)
+                if time.perf_counter() - since < MAX_IDLE_S and not conn[0].at_eof():
+                    return conn
+                conn[1].close()  # stale: the server may have closed it
+                self.open -= 1
             self.open += 1
         try:
             return await asyncio.open_connection(self.host, self.port)
@@ -47,6 +61,7 @@ class Pool:
                 self.open -= 1
             else:
                 self.idle.append(conn)
+                self.idle_since[id(conn[1])] = time.perf_counter()
             self.cond.notify()
 
 
