@@ -2,9 +2,10 @@
 
 Requests wait in a bounded queue; one collector task forms batches and runs them, one at a time, on a single
 inference thread. While the model is busy, arrivals pile up and become the next batch, so batch size follows load
-with no added wait. When the model is idle the batch goes at once, unless requests have been announced (see
-`announce`: their uploads are still arriving): then it waits for them, for at most `max_wait`.
-It never waits on a guess: with nobody announced (a lone client, say), nothing is gained by waiting.
+with no added wait. When the model is idle, a batch that is not full first takes in the requests the process
+already holds, within `max_wait`: it lets the event loop run a few passes (the last batch's responses go out,
+uploads already received are read) and waits for requests announced while their uploads arrive (`announce`).
+It never waits for requests the server has not seen: a lone client pays a few event-loop passes, no more.
 
 Every admitted request gets exactly one answer: its result, or the exception the handler returned in its place;
 DeadlineExceeded if it was still queued at its deadline (never computed); ModelFailure if its batch raised;
