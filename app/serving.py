@@ -180,21 +180,18 @@ class ServedModel:
         self, raw: RawInputs, limits: DecodeLimits, pool: Executor | None, announcement: Announcement | None = None
     ) -> Prediction:
         """The whole pipeline for one request. `announcement`: from `batcher.announce()`, if the caller announced
-        the request while its upload was arriving; it ends when the request is queued or refused."""
-        try:
-            self.check_modalities(raw)
-            self.batcher.admit()  # under overload, refuse before spending CPU on decoding
-            if pool is None:
-                job = Job(raw=raw, limits=limits)
-                return Prediction.of(await self.batcher.submit(job, announcement), raw.modalities)
-            t0 = time.perf_counter()
-            sample = await run_cpu(pool, prepare_sample, self.preprocessor, raw, limits)
-            preprocess_ms = (time.perf_counter() - t0) * 1e3
-            result = await self.batcher.submit(Job(sample=sample), announcement)
-            return Prediction.of(result, raw.modalities, preprocess_ms)
-        finally:
-            if announcement is not None:
-                announcement.withdraw()
+        the request while its upload was arriving; it ends when the request is queued or refused (the caller
+        withdraws it if the request fails before that)."""
+        self.check_modalities(raw)
+        if pool is None:  # decoded in the inference thread, with its batch
+            job = Job(raw=raw, limits=limits)
+            return Prediction.of(await self.batcher.submit(job, announcement), raw.modalities)
+        self.batcher.admit()  # under overload, refuse before spending CPU on decoding
+        t0 = time.perf_counter()
+        sample = await run_cpu(pool, prepare_sample, self.preprocessor, raw, limits)
+        preprocess_ms = (time.perf_counter() - t0) * 1e3
+        result = await self.batcher.submit(Job(sample=sample), announcement)
+        return Prediction.of(result, raw.modalities, preprocess_ms)
 
 
 class ModelRegistry:

@@ -91,7 +91,8 @@ async def predict_named(
 
 async def _predict(request: Request, model: ServedModel, settings: Settings, top_k: int) -> Response:
     arrived = time.perf_counter()
-    # Announced while the upload arrives, so an idle model's next batch may wait for it (app.batching).
+    # Announced while the upload arrives, so an idle model's next batch may wait for it (app.batching). Queueing
+    # the request ends the announcement; the `finally` ends it for a request refused or failed before that.
     announcement = model.batcher.announce()
     try:
         parts = await read_form(
@@ -101,14 +102,13 @@ async def _predict(request: Request, model: ServedModel, settings: Settings, top
             MODALITIES,
             FormLimits(max_body_bytes=settings.max_body_bytes, max_part_bytes=settings.max_part_bytes),
         )
-    except BaseException:
+        raw = RawInputs(**{name: bytes(p.data) for name, p in parts.items() if p.data})
+        request.state.modalities = raw.modalities  # for the access log
+        pool = request.app.state.preprocess_pool
+        work = model.predict(raw, decode_limits(settings), pool, announcement)
+        outcome = await unless_client_leaves(request, work)
+    finally:
         announcement.withdraw()
-        raise
-    raw = RawInputs(**{name: bytes(p.data) for name, p in parts.items() if p.data})
-    request.state.modalities = raw.modalities  # for the access log
-    pool = request.app.state.preprocess_pool
-    work = model.predict(raw, decode_limits(settings), pool, announcement)
-    outcome = await unless_client_leaves(request, work)
     if outcome is None:
         return Response(status_code=499)  # nginx's "client closed request"; nobody reads it
     request.state.batch_size = outcome.batch_size
