@@ -46,7 +46,14 @@ class Settings(BaseSettings):
     default_model: str | None = Field(None, description="Model served by /v1/predict; the only one when unset.")
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto: CUDA when available, else CPU.")
     torch_threads: int = Field(0, ge=0, description="Intra-op threads for the CPU forward pass; 0 = torch default.")
-    warmup: bool = Field(True, description="Run every batch size once before reporting ready.")
+    warmup: bool = Field(
+        True, description="Run each modality and a ladder of batch sizes up to max_batch_size before reporting ready."
+    )
+    cpu_rewrites: bool = Field(
+        True,
+        description="On CPU, serve convolutions with batch norms folded in and channels-last layout (checked against "
+        "the model as trained at load; kept only where the logits agree); false: the model exactly as trained.",
+    )
 
     # HTTP
     host: str = "0.0.0.0"
@@ -70,7 +77,7 @@ class Settings(BaseSettings):
     cors_origins: CommaSeparated = Field((), description="Origins allowed by CORS, comma-separated; '*' for any.")
 
     # Dynamic batching
-    max_batch_size: int = Field(32, ge=1, le=1024)
+    max_batch_size: int = Field(64, ge=1, le=1024)
     max_wait_ms: float = Field(
         2.0,
         ge=0,

@@ -230,7 +230,7 @@ class ModelRegistry:
 
     def _load_one(self, folder: Path) -> ServedModel:
         artifact = load_artifact(folder)
-        predictor = Predictor(artifact, self.device)
+        predictor = Predictor(artifact, self.device, cpu_rewrites=self.settings.cpu_rewrites)
         s = self.settings
         config = BatchConfig(
             max_batch_size=s.max_batch_size,

@@ -45,7 +45,8 @@ class ImageEncoder(nn.Module):
 
     def __init__(self, spec: ImageSpec, dim: int) -> None:
         super().__init__()
-        self.channels = spec.channels
+        # Decided here, not from the type of `net` at each call: serving may swap `net` for an equivalent module.
+        self.expand_to_rgb = spec.channels == 1 and spec.encoder != "cnn"
         if spec.encoder == "cnn":
             self.net: nn.Module = SmallCNN(spec.channels, spec.width, dim)
         else:
@@ -53,7 +54,7 @@ class ImageEncoder(nn.Module):
             self.net = builder(weights=None, num_classes=dim)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.channels == 1 and not isinstance(self.net, SmallCNN):
+        if self.expand_to_rgb:
             x = x.expand(-1, 3, -1, -1)  # torchvision backbones take RGB
         return self.net(x)
 
