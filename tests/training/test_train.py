@@ -108,3 +108,22 @@ def test_compare_adds_fusion_and_single_modality_tables(manifest: Path, tmp_path
     card = (out / "card.md").read_text()
     assert "Fusion types compared" in card and "Dedicated single-modality models" in card
     assert (out / "weights.safetensors").read_bytes() == weights
+
+
+def test_precision_report_compares_reduced_precision_with_float32(manifest: Path, tmp_path: Path) -> None:
+    from bench.precision import measure, to_markdown
+
+    out = tmp_path / "models" / "toy"
+    assert main(["train", "--manifest", str(manifest), "--out", str(out), "--epochs", "1", "--max-steps", "4",
+                 *SMALL]) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    report = measure(out.parent, "toy", manifest, "cpu", threads=1)
+    assert report["examples"] == 15  # the test split
+    everything = report["subsets"]["image+text+audio"]
+    if metrics["split"] == "test":  # the float32 row is the accuracy training reported
+        assert everything["float32"]["accuracy"] == pytest.approx(metrics["accuracy"])
+    for dtype in ("bfloat16", "float16"):
+        row = everything[dtype]
+        assert 0 <= row["changed_predictions"] <= everything["examples"]
+        assert 0 < row["max_abs_prob_delta"] < 0.5  # rounded, not broken
+    assert "| image+text+audio |" in to_markdown(report, "now")
