@@ -31,7 +31,7 @@ log = logging.getLogger(__name__)
 @asynccontextmanager
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     """Load every artifact (a broken one stops startup with a message naming the file), then warm up in the
-    background: /readyz answers 503 until every model has run every batch size once."""
+    background: /readyz answers 503 until every model has run its warm-up batches."""
     settings: Settings = app.state.settings
     configure_torch(settings)
     registry = ModelRegistry(settings, observer_factory=app.state.metrics.batch_observer)
