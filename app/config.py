@@ -6,7 +6,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import AfterValidator, BeforeValidator, Field, SecretStr
+from pydantic import AfterValidator, BeforeValidator, Field, SecretStr, ValidationError
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 # RFC 6750's b64token, so a key always fits a `Authorization: Bearer <key>` header.
@@ -56,9 +56,11 @@ class Settings(BaseSettings):
     )
 
     # HTTP
-    host: str = "0.0.0.0"
-    port: int = Field(8000, ge=1, le=65535)
-    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    host: str = Field("0.0.0.0", description="Listen address.")
+    port: int = Field(8000, ge=1, le=65535, description="Listen port.")
+    log_level: Literal["debug", "info", "warning", "error"] = Field(
+        "info", description="JSON log lines on stdout from this level; access lines are info."
+    )
     keep_alive_s: int = Field(5, ge=1, description="An idle keep-alive connection is closed after this.")
     header_timeout_s: float = Field(
         10.0, gt=0, description="A connection must deliver a request's line and headers within this; else 408."
@@ -77,7 +79,7 @@ class Settings(BaseSettings):
     cors_origins: CommaSeparated = Field((), description="Origins allowed by CORS, comma-separated; '*' for any.")
 
     # Dynamic batching
-    max_batch_size: int = Field(64, ge=1, le=1024)
+    max_batch_size: int = Field(64, ge=1, le=1024, description="Largest batch formed.")
     max_wait_ms: float = Field(
         2.0,
         ge=0,
@@ -93,16 +95,49 @@ class Settings(BaseSettings):
     )
 
     # Input limits (checked before anything is queued)
-    max_body_bytes: int = Field(32 * 1024 * 1024, ge=1024)
-    max_part_bytes: int = Field(16 * 1024 * 1024, ge=1024)
-    max_image_pixels: int = Field(40_000_000, ge=1)
-    max_image_frames: int = Field(1000, ge=1)
-    max_audio_seconds: float = Field(60.0, gt=0)
+    max_body_bytes: int = Field(32 * 1024 * 1024, ge=1024, description="Request body; beyond it: 413.")
+    max_part_bytes: int = Field(16 * 1024 * 1024, ge=1024, description="One multipart part or OIP element.")
+    max_image_pixels: int = Field(40_000_000, ge=1, description="Pixels of one image, from its header.")
+    max_image_frames: int = Field(1000, ge=1, description="Frames of one (animated) image.")
+    max_audio_seconds: float = Field(60.0, gt=0, description="Duration of one audio file.")
     max_audio_samples: int = Field(24_000_000, ge=1, description="Decoded frames x channels per audio file.")
-    max_text_chars: int = Field(10_000, ge=1)
+    max_text_chars: int = Field(10_000, ge=1, description="Characters of one text.")
 
 
 @lru_cache
 def get_settings() -> Settings:
     """The process-wide settings, read once from the environment."""
     return Settings()
+
+
+def env_name(field: str) -> str:
+    """The environment variable of a Settings field."""
+    return f"FUSION_{field.upper()}"
+
+
+def settings_help() -> str:
+    """Every setting's variable, default and meaning, one per line (for `fusion-serve serve --help`)."""
+    lines = []
+    for name, field in Settings.model_fields.items():
+        default = field.get_default(call_default_factory=True)
+        if isinstance(default, bool):
+            default = str(default).lower()
+        elif isinstance(default, tuple):
+            default = ",".join(map(str, default)) or "(unset)"
+        elif default is None:
+            default = "(unset)"
+        line = f"  {env_name(name)}={default}"
+        if field.description:
+            line += f"\n      {field.description}"
+        lines.append(line)
+    return "\n".join(lines)
+
+
+def setting_errors(exc: ValidationError) -> str:
+    """A settings validation error as one line naming the variables at fault (values are never echoed)."""
+    parts = []
+    for error in exc.errors(include_url=False, include_input=False):
+        loc = error.get("loc", ())
+        where = env_name(str(loc[0])) if loc else "settings"
+        parts.append(f"{where}: {error['msg']}")
+    return "; ".join(parts)

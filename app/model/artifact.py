@@ -5,14 +5,16 @@ Loading validates everything and raises ArtifactError naming the file at fault; 
 from __future__ import annotations
 
 import json
+import os
 import re
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from pydantic import ValidationError
 from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file, save
 
 from app.errors import ArtifactError
 from app.model.classifier import FusionClassifier
@@ -23,6 +25,8 @@ WEIGHTS_FILE = "weights.safetensors"
 CARD_FILE = "card.md"
 METRICS_FILE = "metrics.json"
 REQUIRED_FILES = (CONFIG_FILE, WEIGHTS_FILE, CARD_FILE)
+# Artifacts are read by other users (a container's non-root user, a CI runner): world-readable, whatever the umask.
+FILE_MODE = 0o644
 MODEL_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 
 
@@ -118,6 +122,22 @@ def _load_metrics(path: Path) -> dict[str, Any]:
     return data
 
 
+def write_file(path: Path, data: bytes | str) -> None:
+    """Write `data` to `path` atomically (a temporary file in the same folder, then a rename: a reader sees the old
+    file or the new one, never half of one) and readable by everyone (FILE_MODE)."""
+    if isinstance(data, str):
+        data = data.encode("utf-8")
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+        os.chmod(tmp, FILE_MODE)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
 def save_artifact(
     folder: Path,
     spec: ArtifactSpec,
@@ -125,14 +145,14 @@ def save_artifact(
     card: str,
     metrics: dict[str, Any] | None = None,
 ) -> Path:
-    """Write an artifact folder that `load_artifact` (and so the service) accepts."""
+    """Write an artifact folder that `load_artifact` (and so the service) accepts; the weights last, so that a
+    folder with new weights has the config that matches them."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    (folder / CONFIG_FILE).write_text(spec.model_dump_json(indent=2) + "\n", encoding="utf-8")
     state = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
-    save_file(state, folder / WEIGHTS_FILE, metadata={"name": spec.name, "version": spec.version})
-    (folder / CARD_FILE).write_text(card, encoding="utf-8")
+    write_file(folder / CONFIG_FILE, spec.model_dump_json(indent=2) + "\n")
+    write_file(folder / CARD_FILE, card)
     if metrics is not None:
-        (folder / METRICS_FILE).write_text(json.dumps(metrics, indent=2) + "\n", encoding="utf-8")
+        write_file(folder / METRICS_FILE, json.dumps(metrics, indent=2) + "\n")
+    write_file(folder / WEIGHTS_FILE, save(state, metadata={"name": spec.name, "version": spec.version}))
     return folder
-

@@ -1,6 +1,7 @@
 """The model card (markdown tables) and its plots: training curves, confusion matrix, reliability diagram."""
 from __future__ import annotations
 
+import io
 from pathlib import Path
 from typing import Any
 
@@ -8,7 +9,9 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
 
+from app.model.artifact import write_file  # noqa: E402
 from app.model.spec import ArtifactSpec  # noqa: E402
 
 PLOTS = ("training_curves.png", "confusion_matrix.png", "reliability.png")
@@ -152,8 +155,7 @@ def write_plots(folder: Path, spec: ArtifactSpec, m: dict[str, Any]) -> None:
     a2.set(title="accuracy", xlabel="epoch", ylim=(0, 1))
     a2.legend(fontsize=7)
     fig.tight_layout()
-    fig.savefig(folder / PLOTS[0], dpi=80)
-    plt.close(fig)
+    _save_png(fig, folder / PLOTS[0])
 
     fig, ax = plt.subplots(figsize=(4.5, 4))
     ax.imshow(m["confusion_matrix"], cmap="Blues")
@@ -162,8 +164,7 @@ def write_plots(folder: Path, spec: ArtifactSpec, m: dict[str, Any]) -> None:
     ax.set_xticklabels(spec.labels, fontsize=7)
     ax.set_yticklabels(spec.labels, fontsize=7)
     fig.tight_layout()
-    fig.savefig(folder / PLOTS[1], dpi=80)
-    plt.close(fig)
+    _save_png(fig, folder / PLOTS[1])
 
     fig, ax = plt.subplots(figsize=(4.5, 4))
     ax.plot([0, 1], [0, 1], "k--", lw=1, label="perfect")
@@ -173,5 +174,12 @@ def write_plots(folder: Path, spec: ArtifactSpec, m: dict[str, Any]) -> None:
     ax.set(xlabel="confidence", ylabel="accuracy", title="reliability", xlim=(0, 1), ylim=(0, 1))
     ax.legend(fontsize=7)
     fig.tight_layout()
-    fig.savefig(folder / PLOTS[2], dpi=80)
+    _save_png(fig, folder / PLOTS[2])
+
+
+def _save_png(fig: Figure, path: Path) -> None:
+    """Write a figure as an artifact file (atomically, world-readable) and close it."""
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=80)
     plt.close(fig)
+    write_file(path, buffer.getvalue())

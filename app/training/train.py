@@ -17,7 +17,7 @@ from tqdm import tqdm
 
 from app.collate import collate
 from app.errors import ArtifactError
-from app.model.artifact import CARD_FILE, METRICS_FILE, load_artifact, save_artifact
+from app.model.artifact import CARD_FILE, METRICS_FILE, load_artifact, save_artifact, write_file
 from app.model.classifier import FusionClassifier
 from app.model.spec import (
     FUSION_TYPES,
@@ -398,8 +398,8 @@ def compare(manifest: Path, folder: Path, threads: int = 0) -> Path:
     data = load_data(cfg)
     metrics = artifact.metrics | _comparisons(cfg, data, artifact.spec, artifact.metrics,
                                               artifact.model.parameter_count())
-    (folder / METRICS_FILE).write_text(json.dumps(metrics, indent=2) + "\n", encoding="utf-8")
-    (folder / CARD_FILE).write_text(report.card(artifact.spec, metrics), encoding="utf-8")
+    write_file(folder / METRICS_FILE, json.dumps(metrics, indent=2) + "\n")
+    write_file(folder / CARD_FILE, report.card(artifact.spec, metrics))
     log.info("added the comparison of %d fusion types and %d single-modality models to %s",
              len(metrics["fusion_comparison"]), len(metrics["single_modality_models"]), folder)
     return folder

@@ -15,6 +15,11 @@ def test_models_list_describes_the_default_model(server: Server) -> None:
     assert info["labels"] == list(LABELS)
     assert info["modalities"] == ["image", "text", "audio"]
     assert info["fusion"] == "attention"
+    assert info["encoders"] == {
+        "image": "cnn",
+        "text": "transformer over bytes tokens",
+        "audio": "log-mel + tcnn",
+    }
     assert info["parameters"] > 0
     assert info["device"] == "cpu"
     assert info["preprocessing"] == {

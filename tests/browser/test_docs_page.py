@@ -25,9 +25,7 @@ PREDICT = "#operations-predict-predict_default_v1_predict_post"
 
 pytestmark = [
     pytest.mark.browser,
-    pytest.mark.skipif(
-        not CHROMIUM.exists(), reason=f"{CHROMIUM} is absent (Debian packages chromium, chromium-driver)"
-    ),
+    pytest.mark.needs_tool(str(CHROMIUM), apt="chromium"),
 ]
 
 

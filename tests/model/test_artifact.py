@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -10,7 +11,7 @@ from safetensors.torch import load_file, save_file
 
 from app.config import Settings
 from app.errors import ArtifactError
-from app.model.artifact import load_artifact
+from app.model.artifact import load_artifact, write_file
 from app.serving import ModelRegistry
 from tests.helpers import tiny_spec, write_tiny_artifact
 
@@ -95,3 +96,23 @@ def test_folder_name_must_be_url_safe(tmp_path: Path) -> None:
     shutil.copytree(src, bad)
     with pytest.raises(ArtifactError, match="folder name"):
         load_artifact(bad)
+
+
+def test_artifact_files_are_world_readable_whatever_the_umask(tmp_path: Path) -> None:
+    old = os.umask(0o077)
+    try:
+        folder = write_tiny_artifact(tmp_path / "private")
+    finally:
+        os.umask(old)
+    modes = {p.name: oct(p.stat().st_mode & 0o777) for p in folder.iterdir()}
+    assert modes == {name: "0o644" for name in ("config.json", "weights.safetensors", "card.md", "metrics.json")}
+    load_artifact(folder)
+
+
+def test_a_failed_write_leaves_the_previous_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = tmp_path / "card.md"
+    write_file(path, "old")
+    monkeypatch.setattr(os, "replace", lambda *a: (_ for _ in ()).throw(OSError("disk full")))
+    with pytest.raises(OSError):
+        write_file(path, "new")
+    assert path.read_text() == "old" and [p.name for p in tmp_path.iterdir()] == ["card.md"]

@@ -2,7 +2,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import shutil
 from collections import Counter
 from pathlib import Path
 
@@ -19,7 +18,7 @@ SIZE = 40
 FAST = {"audio_voices_per_language": 1}
 FIELDS = {"id", "image", "text", "audio", "label", "split"}
 
-needs_espeak = pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="espeak-ng is not installed")
+needs_espeak = pytest.mark.needs_tool("espeak-ng")
 
 
 def _rows(manifest: Path) -> list[dict[str, str]]:

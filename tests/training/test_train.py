@@ -47,6 +47,8 @@ def test_train_then_serve(manifest: Path, tmp_path: Path) -> None:
     assert main(["train", "--manifest", str(manifest), "--out", str(out), "--epochs", "2", "--max-steps", "6",
                  *SMALL]) == 0
     names = {p.name for p in out.iterdir()}
+    # Readable by the container's user (or anyone else) who serves it; no temporary file left behind.
+    assert {oct(p.stat().st_mode & 0o777) for p in out.iterdir()} == {"0o644"}
     assert {"config.json", "weights.safetensors", "card.md", "metrics.json", "training_curves.png",
             "confusion_matrix.png", "reliability.png"} <= names
     metrics = json.loads((out / "metrics.json").read_text())

@@ -40,7 +40,7 @@ def model_info(model: ServedModel, registry: ModelRegistry, settings: Settings) 
     if spec.text:
         encoders["text"] = f"{spec.text.encoder} over {spec.text.tokenizer.type} tokens"
     if spec.audio:
-        encoders["audio"] = "log-mel + cnn"
+        encoders["audio"] = f"log-mel + {spec.audio.encoder}"
     return ModelInfo(
         name=model.name,
         version=spec.version,

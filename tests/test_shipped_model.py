@@ -1,0 +1,73 @@
+"""The shipped default model, served as shipped: README's example answer, and every input subset of it."""
+from __future__ import annotations
+
+import itertools
+import json
+import re
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.helpers import Server, running_server
+
+ROOT = Path(__file__).resolve().parents[1]
+ASSETS = ROOT / "bench" / "assets"
+
+
+def readme_example() -> dict:
+    """The JSON answer README shows for its curl example."""
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    section = text.split("## Calling the API", 1)[1]
+    return json.loads(re.search(r"```json\n(.+?)\n```", section, flags=re.S).group(1))
+
+
+def readme_files() -> dict[str, tuple]:
+    """The parts README's curl example sends."""
+    return {
+        "image": ("digit.png", (ASSETS / "digit.png").read_bytes(), "image/png"),
+        "text": (None, (ASSETS / "caption.txt").read_text(encoding="utf-8").strip()),
+        "audio": ("digit.wav", (ASSETS / "digit.wav").read_bytes(), "audio/wav"),
+    }
+
+
+@pytest.fixture(scope="module")
+def shipped() -> Iterator[Server]:
+    with running_server(ROOT / "models", max_batch_size=4) as s:
+        yield s
+
+
+def test_readme_example_answer(shipped: Server) -> None:
+    expected = readme_example()
+    with shipped.client() as c:
+        r = c.post("/v1/predict", params={"top_k": 3}, files=readme_files())
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["model"] == expected["model"] and body["version"] == expected["version"]
+    assert body["modalities"] == expected["modalities"]
+    assert [t["label"] for t in body["top"]][:1] == [expected["top"][0]["label"]]
+    assert round(body["top"][0]["probability"], 2) == round(expected["top"][0]["probability"], 2)
+    for label, p in expected["probabilities"].items():
+        assert round(body["probabilities"][label], 2) == round(p, 2), label
+
+
+@pytest.mark.parametrize(
+    "subset", [s for r in (1, 2, 3) for s in itertools.combinations(("image", "text", "audio"), r)], ids="+".join
+)
+def test_every_input_subset_of_the_example_answers(shipped: Server, subset: tuple[str, ...]) -> None:
+    files = {k: v for k, v in readme_files().items() if k in subset}
+    with shipped.client() as c:
+        r = c.post("/v1/predict", files=files)
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["modalities"] == list(subset)
+    assert abs(sum(body["probabilities"].values()) - 1) < 1e-4
+
+
+def test_the_shipped_model_describes_its_own_encoders(shipped: Server) -> None:
+    with shipped.client() as c:
+        (info,) = c.get("/v1/models").json()["models"]
+    config = json.loads((ROOT / "models" / "digits" / "config.json").read_text())
+    assert info["name"] == "digits"
+    assert info["encoders"]["audio"] == f"log-mel + {config['audio']['encoder']}"
+    assert info["encoders"]["image"] == config["image"]["encoder"]
