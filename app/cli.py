@@ -129,7 +129,7 @@ def _run_serve(args: argparse.Namespace) -> int:
     except ValidationError as exc:
         print(f"fusion-serve serve: {setting_errors(exc)}", file=sys.stderr)
         return USAGE_ERROR
-    from app.server import serve
+    from app.http.server import serve
 
     return serve(settings)
 

@@ -1,30 +1,36 @@
-"""The service's error hierarchy. Every error knows its HTTP status, a stable code and a message for the caller."""
+"""The service's error hierarchy: what went wrong, in the domain's terms.
+
+Each error has a stable `code` and a message for the caller, and carries data rather than protocol details
+(`retry_after_s` for an overload, not a `Retry-After` header): how an error becomes a response, per API family,
+is decided in one place, `app.http.errors`.
+"""
 from __future__ import annotations
 
 
 class ServiceError(Exception):
     """Base of every error the service reports to a caller."""
 
-    status_code = 500
     code = "internal_error"
 
-    def __init__(self, message: str, *, headers: dict[str, str] | None = None) -> None:
+    def __init__(self, message: str, *, retry_after_s: float | None = None) -> None:
         super().__init__(message)
         self.message = message
-        self.headers = headers or {}
+        self.retry_after_s = retry_after_s
+
+    def renamed(self, message: str) -> ServiceError:
+        """The same error (class and data) with another message."""
+        return type(self)(message, retry_after_s=self.retry_after_s)
 
 
 class InvalidInput(ServiceError):
-    """The request is malformed or has an invalid value (422)."""
+    """The request is malformed or has an invalid value."""
 
-    status_code = 422
     code = "invalid_input"
 
 
 class MalformedRequest(InvalidInput):
-    """The body cannot be parsed as the declared content type (400)."""
+    """The body cannot be parsed as the declared content type."""
 
-    status_code = 400
     code = "malformed_request"
 
 
@@ -41,17 +47,20 @@ class CorruptInput(InvalidInput):
 
 
 class UnsupportedMediaType(InvalidInput):
-    status_code = 415
     code = "unsupported_media_type"
 
 
 class PayloadTooLarge(InvalidInput):
-    status_code = 413
     code = "payload_too_large"
 
 
+class HeadersTooLarge(InvalidInput):
+    """A request's line and headers are over their limit."""
+
+    code = "request_header_too_large"
+
+
 class ModelNotFound(ServiceError):
-    status_code = 404
     code = "model_not_found"
 
 
@@ -60,45 +69,42 @@ class ModalityNotSupported(InvalidInput):
 
 
 class Unauthorized(ServiceError):
-    """No API key, or not a Bearer one, where keys are required (401)."""
+    """No API key, or not a Bearer one, where keys are required."""
 
-    status_code = 401
     code = "unauthorized"
 
 
 class Forbidden(ServiceError):
-    """An API key that is not among the configured ones (403)."""
+    """An API key that is not among the configured ones."""
 
-    status_code = 403
     code = "forbidden"
 
 
 class RequestTimeout(ServiceError):
-    """The client stopped sending its request body (408)."""
+    """The client stopped sending its request (its head or its body)."""
 
-    status_code = 408
     code = "request_timeout"
 
 
 class Overloaded(ServiceError):
-    status_code = 503
+    """Too much work in hand: retry after `retry_after_s`."""
+
     code = "overloaded"
 
 
 class NotReady(ServiceError):
-    status_code = 503
+    """Loading, warming up, or shutting down."""
+
     code = "not_ready"
 
 
 class DeadlineExceeded(ServiceError):
-    status_code = 504
+    """The request waited past its deadline and was never computed."""
+
     code = "deadline_exceeded"
 
 
 class ModelFailure(ServiceError):
-    status_code = 500
+    """The model failed on the batch that held the request."""
+
     code = "model_failure"
-
-
-class ArtifactError(Exception):
-    """A model artifact on disk is missing, malformed or inconsistent. Raised at startup, not per request."""

@@ -47,7 +47,7 @@ class JsonFormatter(logging.Formatter):
 def logging_config(level: str) -> dict[str, Any]:
     """A `logging.config.dictConfig` (and uvicorn `log_config`) sending every logger's records to stdout as JSON,
     each with the request id it was logged under. uvicorn's own access log is replaced by the service's
-    (app.api.telemetry)."""
+    (app.http.middleware.telemetry)."""
     return {
         "version": 1,
         "disable_existing_loggers": False,

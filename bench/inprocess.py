@@ -17,11 +17,14 @@ from pathlib import Path
 
 import torch
 
+from app.config import Settings
 from app.decoding import DecodeLimits
-from app.inference import Predictor, resolve_device
+from app.engine.config import EngineConfig
+from app.engine.pipeline import prepare_sample
+from app.engine.predictor import Predictor, resolve_device
+from app.inputs.parts import RawInputs
+from app.inputs.preprocess import Preprocessor
 from app.model.artifact import load_artifact
-from app.preprocessing import Preprocessor
-from app.serving import RawInputs, prepare_sample
 
 ASSETS = Path(__file__).parent / "assets"
 IDLE_GAP_S = 0.001
@@ -41,7 +44,7 @@ def measure(model_dir: Path, threads: int, device: str, sizes: list[int], second
     artifact = load_artifact(model_dir)
     predictor = Predictor(artifact, resolve_device(device))
     pre = Preprocessor(artifact.spec)
-    raw, limits = sample_inputs(), DecodeLimits()
+    raw, limits = sample_inputs(), EngineConfig.from_settings(Settings()).limits
 
     def prepare(raw: RawInputs, limits: DecodeLimits):  # noqa: ANN202 - the service's own decode+preprocess
         return prepare_sample(pre, raw, limits)

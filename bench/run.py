@@ -67,7 +67,8 @@ def build_request(url_host: str) -> tuple[Path, str]:
 class Server:
     """A real service process pinned to one core."""
 
-    def __init__(self, port: int, models_dir: Path, model: str, env: dict[str, str]) -> None:
+    def __init__(self, port: int, models_dir: Path, model: str, env: dict[str, str], source: Path | None = None) -> None:
+        """`source`: a checkout whose `app` to serve (another version, for A/B runs); default the installed one."""
         self.url = f"http://127.0.0.1:{port}"
         full_env = {
             **os.environ,
@@ -78,10 +79,11 @@ class Server:
             **env,
         }
         exe = shutil.which("fusion-serve") or str(Path(sys.executable).parent / "fusion-serve")
+        command = [exe, "serve"] if source is None else [sys.executable, "-m", "app.cli", "serve"]
         t0 = time.perf_counter()
         self.proc = subprocess.Popen(
-            ["taskset", "-c", SERVER_CORE, exe, "serve"], env=full_env, stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
+            ["taskset", "-c", SERVER_CORE, *command], env=full_env, stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL, cwd=source,
         )
         while True:
             try:

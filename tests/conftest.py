@@ -10,8 +10,9 @@ import pytest
 import torch
 
 from app.model.spec import FUSION_TYPES
-from app.serving import ModelRegistry
-from tests.helpers import Server, running_server, tiny_spec, write_tiny_artifact
+from app.engine.engine import TorchEngine
+from tests.helpers import tiny_spec, write_tiny_artifact
+from tests.server import Server, running_server
 
 
 def pytest_runtest_setup(item: pytest.Item) -> None:
@@ -65,12 +66,12 @@ def server(models_dir: Path) -> Iterator[Server]:
 def held_warmup(monkeypatch: pytest.MonkeyPatch) -> Iterator[threading.Event]:
     """Model warm-up waits until the returned event is set (so a test can watch the service before it is ready)."""
     release = threading.Event()
-    original = ModelRegistry.warmup
+    original = TorchEngine.warmup
 
-    def slow_warmup(self: ModelRegistry) -> None:
+    def slow_warmup(self: TorchEngine) -> None:
         release.wait(20)
         original(self)
 
-    monkeypatch.setattr(ModelRegistry, "warmup", slow_warmup)
+    monkeypatch.setattr(TorchEngine, "warmup", slow_warmup)
     yield release
     release.set()

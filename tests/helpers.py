@@ -1,30 +1,22 @@
-"""Test helpers: tiny artifacts, media files made in memory, and a real uvicorn server in a thread."""
+"""Test helpers: tiny artifacts, media files made in memory, and ways to hold and watch a live model."""
 from __future__ import annotations
 
 import io
-import socket
 import threading
 import time
-from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
-from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
 import numpy as np
 import soundfile as sf
 import torch
-import uvicorn
 from PIL import Image
 
-from app.config import Settings
-from app.main import create_app
 from app.model.artifact import save_artifact
 from app.model.classifier import FusionClassifier
 from app.model.spec import ArtifactSpec, AudioSpec, FusionSpec, ImageSpec, TextSpec
-from app.server import uvicorn_config
-from app.serving import ServedModel
+from app.engine.served import ServedModel
 
 LABELS = ("cat", "dog", "bird")
 
@@ -78,76 +70,6 @@ def wav_bytes(seconds: float = 0.5, rate: int = 8000, channels: int = 1, subtype
     buf = io.BytesIO()
     sf.write(buf, data, rate, subtype=subtype, format=fmt)
     return buf.getvalue()
-
-
-@dataclass
-class Server:
-    app: object
-    url: str
-    settings: Settings
-
-    def client(self, **kw: object) -> httpx.Client:
-        return httpx.Client(base_url=self.url, timeout=30, **kw)
-
-    def served(self, name: str | None = None):  # noqa: ANN201 - test convenience
-        registry = self.app.state.registry  # type: ignore[attr-defined]
-        return registry.get(name)
-
-
-@contextmanager
-def running_server(models_dir: Path, wait_ready: bool = True, **settings: object) -> Iterator[Server]:
-    """Start the real app under uvicorn (as `fusion-serve serve` configures it, logging aside) on a free loopback
-    port, lifespan on; stop it afterwards."""
-    cfg = Settings(models_dir=models_dir, **{"max_batch_size": 8, "log_level": "warning", **settings})
-    app = create_app(cfg)
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    server = uvicorn.Server(uvicorn_config(app, cfg, log_level="warning", log_config=None))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    url = f"http://127.0.0.1:{port}"
-    try:
-        _wait(lambda: server.started or not thread.is_alive(), "server start")
-        if not thread.is_alive():
-            raise RuntimeError("the server failed to start")
-        if wait_ready:
-            _wait(lambda: httpx.get(f"{url}/readyz").status_code == 200, "readiness")
-        yield Server(app=app, url=url, settings=cfg)
-    finally:
-        server.should_exit = True
-        thread.join(15)
-        sock.close()
-
-
-def address(url: str) -> tuple[str, int]:
-    host, port = url.removeprefix("http://").rsplit(":", 1)
-    return host, int(port)
-
-
-def raw_exchange(url: str, request: bytes, timeout: float = 10.0) -> bytes:
-    """Send `request` exactly as given (no client normalises it) on a new connection; return all the server sends
-    until it closes the connection (send `Connection: close`)."""
-    with socket.create_connection(address(url), timeout=timeout) as conn:
-        conn.sendall(request)
-        response = b""
-        while chunk := conn.recv(65536):
-            response += chunk
-    return response
-
-
-def status_of(response: bytes) -> int:
-    return int(response.split(b" ", 2)[1])
-
-
-def _wait(condition, what: str, timeout: float = 60.0) -> None:  # noqa: ANN001
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if condition():
-            return
-        time.sleep(0.02)
-    raise TimeoutError(f"timed out waiting for {what}")
 
 
 TEXT = {"text": (None, "hello there")}

@@ -21,7 +21,7 @@ ROOT = Path(__file__).resolve().parents[1]
 # Runs the real CLI after wrapping Predictor.predict in a sleep of argv[1] seconds per batch.
 SLOW_SERVE = """
 import sys, time
-from app import inference
+from app.engine import predictor as inference
 from app.cli import main
 predict = inference.Predictor.predict
 def slow(self, samples):

@@ -66,7 +66,7 @@ def test_an_invalid_setting_is_one_line_naming_the_variable() -> None:
 def test_models_dir_flag_overrides_the_setting(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     seen: list[Settings] = []
     monkeypatch.setenv("FUSION_MODELS_DIR", "/nonexistent")
-    monkeypatch.setattr("app.server.serve", lambda settings: seen.append(settings) or 0)
+    monkeypatch.setattr("app.http.server.serve", lambda settings: seen.append(settings) or 0)
     assert main(["serve", "--models-dir", str(tmp_path), "--port", "8123"]) == 0
     assert seen[0].models_dir == tmp_path and seen[0].port == 8123
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import Server, running_server
+from tests.server import Server, running_server
 
 ROOT = Path(__file__).resolve().parents[1]
 ASSETS = ROOT / "bench" / "assets"

@@ -16,8 +16,8 @@ from pydantic import ValidationError
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save
 
-from app.errors import ArtifactError
 from app.model.classifier import FusionClassifier
+from app.model.errors import ArtifactError
 from app.model.spec import ArtifactSpec
 
 CONFIG_FILE = "config.json"

@@ -4,11 +4,11 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from app.collate import Batch
+from app.model.batch import Batch
 from app.model.encoders import AudioEncoder, ImageEncoder, TextEncoder
 from app.model.fusion import build_fusion
 from app.model.spec import MODALITIES, ArtifactSpec
-from app.tokenizer import Tokenizer
+from app.model.tokenizer import Tokenizer
 
 
 class FusionClassifier(nn.Module):

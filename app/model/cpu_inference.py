@@ -20,7 +20,7 @@ import torch
 from torch import nn
 from torch.fx.experimental.optimization import fuse
 
-from app.collate import Batch
+from app.model.batch import Batch
 from app.model.classifier import FusionClassifier
 
 log = logging.getLogger(__name__)

@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from sklearn.metrics import confusion_matrix, f1_score
 
-from app.collate import collate
+from app.model.batch import collate
 from app.model.classifier import FusionClassifier
 from app.model.spec import MODALITIES, subset_key
 from app.training.dataset import Examples, drop_modalities

@@ -15,8 +15,8 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from app.collate import collate
-from app.errors import ArtifactError
+from app.model.batch import collate
+from app.model.errors import ArtifactError
 from app.model.artifact import CARD_FILE, METRICS_FILE, load_artifact, save_artifact, write_file
 from app.model.classifier import FusionClassifier
 from app.model.spec import (
@@ -28,8 +28,8 @@ from app.model.spec import (
     TextSpec,
     TokenizerSpec,
 )
-from app.preprocessing import Preprocessor
-from app.tokenizer import build_vocab
+from app.inputs.preprocess import Preprocessor
+from app.model.tokenizer import build_vocab
 from app.training import evaluation as ev
 from app.training import report
 from app.training.dataset import Examples, batches, load_examples, modality_dropout, restrict

@@ -10,7 +10,8 @@ from urllib.parse import urlsplit
 import pytest
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 
-from tests.helpers import LABELS, Server, png_bytes, running_server, wav_bytes
+from tests.helpers import LABELS, png_bytes, wav_bytes
+from tests.server import Server, running_server
 
 CHROMIUM = Path("/usr/bin/chromium")
 FLAGS = [

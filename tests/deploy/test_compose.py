@@ -13,7 +13,7 @@ from pydantic import TypeAdapter
 
 from app.config import Settings
 from tests.deploy.support import COMPOSE_FILE, CPU_OVERRIDE, ROOT, compose, compose_config, dockerfile, final_stage
-from tests.helpers import Server
+from tests.server import Server
 
 ENV_EXAMPLE = ROOT / "deploy" / "fusion.env.example"
 SETTING_LINE = re.compile(r"^(#\s*)?(FUSION_[A-Z0-9_]+)=(.*)$")

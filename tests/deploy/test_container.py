@@ -10,7 +10,7 @@ from pathlib import Path
 
 from app.config import Settings
 from tests.deploy.support import ROOT, dockerfile, exec_form, final_stage, stages, tool
-from tests.helpers import Server
+from tests.server import Server
 from tests.test_readme import readme_commands
 
 

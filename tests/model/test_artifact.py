@@ -9,10 +9,8 @@ from pathlib import Path
 import pytest
 from safetensors.torch import load_file, save_file
 
-from app.config import Settings
-from app.errors import ArtifactError
+from app.model.errors import ArtifactError
 from app.model.artifact import load_artifact, write_file
-from app.serving import ModelRegistry
 from tests.helpers import tiny_spec, write_tiny_artifact
 
 
@@ -71,25 +69,6 @@ def test_pickle_is_not_a_weights_file(artifact: Path) -> None:
         load_artifact(artifact)
 
 
-def test_registry_needs_a_default_among_several(tmp_path: Path) -> None:
-    write_tiny_artifact(tmp_path / "a")
-    write_tiny_artifact(tmp_path / "b", tiny_spec(name="b"))
-    with pytest.raises(ArtifactError, match="FUSION_DEFAULT_MODEL"):
-        ModelRegistry(Settings(models_dir=tmp_path)).load()
-    with pytest.raises(ArtifactError, match="'c' is not among"):
-        ModelRegistry(Settings(models_dir=tmp_path, default_model="c")).load()
-    reg = ModelRegistry(Settings(models_dir=tmp_path, default_model="b"))
-    reg.load()
-    assert reg.get().name == "b" and set(reg.models) == {"a", "b"}
-
-
-def test_registry_with_no_models(tmp_path: Path) -> None:
-    with pytest.raises(ArtifactError, match="no model artifacts"):
-        ModelRegistry(Settings(models_dir=tmp_path)).load()
-    with pytest.raises(ArtifactError, match="models directory not found"):
-        ModelRegistry(Settings(models_dir=tmp_path / "nope")).load()
-
-
 def test_folder_name_must_be_url_safe(tmp_path: Path) -> None:
     src = write_tiny_artifact(tmp_path / "ok")
     bad = tmp_path / "has space"
@@ -116,3 +95,4 @@ def test_a_failed_write_leaves_the_previous_file(tmp_path: Path, monkeypatch: py
     with pytest.raises(OSError):
         write_file(path, "new")
     assert path.read_text() == "old" and [p.name for p in tmp_path.iterdir()] == ["card.md"]
+

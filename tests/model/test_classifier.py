@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from app.collate import Sample, collate
+from app.model.batch import Sample, collate
 from app.model.classifier import FusionClassifier
 from app.model.spec import FUSION_TYPES, ArtifactSpec, ImageSpec, TextSpec
 from tests.helpers import tiny_spec

@@ -8,8 +8,8 @@ import pytest
 import torch
 from torch import nn
 
-from app.collate import Sample
-from app.inference import Predictor, warmup_sizes
+from app.model.batch import Sample
+from app.engine.predictor import Predictor, warmup_sizes
 from app.model import cpu_inference
 from app.model.artifact import load_artifact, save_artifact
 from app.model.spec import AudioSpec, ImageSpec

@@ -12,7 +12,7 @@ from PIL import Image
 from safetensors.torch import load_file
 
 from app.cli import main
-from tests.helpers import running_server
+from tests.server import running_server
 
 LABELS = ("apple", "banana", "pear")
 SMALL = ["--image-width", "4", "--text-dim", "16", "--text-layers", "1", "--text-heads", "2", "--n-mels", "16",

@@ -1,0 +1,85 @@
+"""What callers of the engine see: the engine's interface and the values it takes and returns.
+
+Nothing here imports torch, so a caller (the HTTP layer, a test with a fake engine, another process) can use the
+interface without loading a model runtime. `app.engine.engine.TorchEngine` is the implementation.
+"""
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+
+from app.inputs.parts import RawInputs
+from app.model.spec import ArtifactSpec, Modality
+
+
+@dataclass(frozen=True, slots=True)
+class ModelDescription:
+    """A served model as callers may know it: its config, where it runs, and its evaluation."""
+
+    name: str
+    path: Path
+    spec: ArtifactSpec
+    device: str
+    parameter_count: int
+    metrics: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class Prediction:
+    """One sample's calibrated probabilities (in label order) and how it was served."""
+
+    probabilities: np.ndarray
+    modalities: tuple[Modality, ...]
+    preprocess_ms: float
+    queue_ms: float
+    compute_ms: float
+    batch_size: int
+
+
+class Announcement(Protocol):
+    """A request on its way to `Engine.predict`; withdraw it if the request fails before it gets there."""
+
+    def withdraw(self) -> None: ...
+
+
+class Engine(Protocol):
+    """Loads models, batches the samples submitted to each, and answers each sample exactly once."""
+
+    @property
+    def default_name(self) -> str | None:
+        """The model behind /v1/predict (set once loaded)."""
+
+    @property
+    def models(self) -> Mapping[str, ModelDescription]:
+        """Every loaded model, by name."""
+
+    def max_samples(self, name: str | None) -> int:
+        """The most samples one call may submit to a model (its queue's capacity)."""
+
+    def describe(self, name: str | None) -> ModelDescription:
+        """The named model (the default one for None); ModelNotFound otherwise."""
+
+    def load(self) -> None:
+        """Load every artifact (blocking); ArtifactError names the file at fault."""
+
+    def warmup(self) -> None:
+        """Run every model once per modality and batch size (blocking), when the settings ask for it."""
+
+    def start(self) -> None:
+        """Start accepting work (from the running event loop)."""
+
+    async def stop(self) -> None:
+        """Stop accepting work, finish what was admitted."""
+
+    def announce(self, name: str | None) -> Announcement:
+        """Declare a request whose samples are still arriving, so an idle model's next batch may wait for them."""
+
+    async def predict(
+        self, name: str | None, raws: Sequence[RawInputs], announcement: Announcement | None = None
+    ) -> list[Prediction]:
+        """Predictions for 1..N samples, in order. Every sample is checked; a failing sample fails the call with
+        its error (naming it when there are several)."""

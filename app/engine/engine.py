@@ -1,0 +1,136 @@
+"""TorchEngine: every model artifact under the models folder, loaded on one device, each with its own batcher.
+
+Nothing here knows about HTTP; `app.engine.api.Engine` is the interface callers use.
+"""
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+import time
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+
+import torch
+
+from app.engine.api import Announcement, ModelDescription, Prediction
+from app.engine.batcher import BatchObserver, DynamicBatcher
+from app.engine.config import EngineConfig
+from app.engine.pipeline import make_preprocess_pool, run_jobs
+from app.engine.predictor import Predictor, resolve_device
+from app.engine.served import ServedModel
+from app.errors import ModelNotFound
+from app.inputs.parts import RawInputs
+from app.inputs.preprocess import Preprocessor
+from app.model.artifact import MODEL_NAME_RE, is_artifact_dir, load_artifact
+from app.model.errors import ArtifactError
+
+log = logging.getLogger(__name__)
+
+
+class TorchEngine:
+    """The engine of one process: `load`, `warmup`, `start`, then `predict`; `stop` drains. One of the models is
+    the default (the only one, or `default_model`)."""
+
+    def __init__(self, config: EngineConfig, observer: Callable[[str], BatchObserver] | None = None) -> None:
+        self.config = config
+        self.device = resolve_device(config.device)
+        self.served: dict[str, ServedModel] = {}
+        self._default: str | None = None
+        self._observer = observer
+        self._pool = make_preprocess_pool(config.preprocess_workers)
+        if config.torch_threads:
+            torch.set_num_threads(config.torch_threads)
+
+    @property
+    def default_name(self) -> str | None:
+        return self._default
+
+    @property
+    def models(self) -> Mapping[str, ModelDescription]:
+        return {name: m.description for name, m in self.served.items()}
+
+    def describe(self, name: str | None) -> ModelDescription:
+        return self.get(name).description
+
+    def max_samples(self, name: str | None) -> int:
+        return self.get(name).batcher.config.max_queue_size
+
+    def get(self, name: str | None = None) -> ServedModel:
+        """The named model, or the default one; ModelNotFound otherwise."""
+        key = self._default if name is None else name
+        if key is None or not MODEL_NAME_RE.match(key) or key not in self.served:
+            raise ModelNotFound(f"no model named {name!r}; GET /v1/models lists the {len(self.served)} served")
+        return self.served[key]
+
+    def load(self) -> None:
+        """Load every artifact (raises ArtifactError naming the file at fault) and pick the default."""
+        root = self.config.models_dir
+        if not root.is_dir():
+            raise ArtifactError(f"{root}: models directory not found (set FUSION_MODELS_DIR or --models-dir)")
+        folders = sorted(p for p in root.iterdir() if is_artifact_dir(p))
+        if not folders:
+            raise ArtifactError(f"{root}: no model artifacts found (each model is a folder with a config.json)")
+        for folder in folders:
+            self.served[folder.name] = self._load_one(folder)
+        wanted = self.config.default_model
+        if wanted is not None:
+            if wanted not in self.served:
+                raise ArtifactError(
+                    f"FUSION_DEFAULT_MODEL={wanted!r} is not among the models in {root}: {', '.join(self.served)}"
+                )
+            self._default = wanted
+        elif len(self.served) == 1:
+            self._default = next(iter(self.served))
+        else:
+            raise ArtifactError(
+                f"{root} holds several models ({', '.join(self.served)}); set FUSION_DEFAULT_MODEL to choose one"
+            )
+
+    def _load_one(self, folder: Path) -> ServedModel:
+        artifact = load_artifact(folder)
+        predictor = Predictor(artifact, self.device, cpu_rewrites=self.config.cpu_rewrites)
+        preprocessor = Preprocessor(artifact.spec)
+        observer = self._observer(folder.name) if self._observer else None
+        handler = functools.partial(run_jobs, predictor, preprocessor, self.config.limits)
+        log.info("loaded model %s v%s from %s on %s", folder.name, artifact.spec.version, folder, self.device)
+        return ServedModel(
+            description=ModelDescription(
+                name=folder.name,
+                path=folder,
+                spec=artifact.spec,
+                device=str(self.device),
+                parameter_count=artifact.model.parameter_count(),
+                metrics=artifact.metrics,
+            ),
+            predictor=predictor,
+            preprocessor=preprocessor,
+            batcher=DynamicBatcher(handler, self.config.batch, name=folder.name, observer=observer),
+            config=self.config,
+            pool=self._pool,
+        )
+
+    def warmup(self) -> None:
+        if not self.config.warmup:
+            return
+        for model in self.served.values():
+            t0 = time.perf_counter()
+            model.predictor.warmup(self.config.batch.max_batch_size)
+            log.info("warmed up %s in %.2f s", model.name, time.perf_counter() - t0)
+
+    def start(self) -> None:
+        for model in self.served.values():
+            model.batcher.start()
+
+    async def stop(self) -> None:
+        await asyncio.gather(*(m.batcher.stop() for m in self.served.values()))
+        if self._pool is not None:
+            self._pool.shutdown(wait=False, cancel_futures=True)
+
+    def announce(self, name: str | None) -> Announcement:
+        return self.get(name).batcher.announce()
+
+    async def predict(
+        self, name: str | None, raws: Sequence[RawInputs], announcement: Announcement | None = None
+    ) -> list[Prediction]:
+        return await self.get(name).predict(raws, announcement)

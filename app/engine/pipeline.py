@@ -1,0 +1,100 @@
+"""The work one batch does: decode and preprocess the samples that came raw, then one forward pass.
+
+Where decoding runs is one decision (`make_preprocess_pool`): on a thread pool before a sample is queued, or (where
+the process has 2 CPUs or fewer) in the inference thread, for the whole batch just before its forward pass.
+"""
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from collections.abc import Callable
+from concurrent.futures import Executor, ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import TypeVar
+
+import numpy as np
+
+from app.decoding import DecodeLimits, decode_audio, decode_image, decode_text
+from app.engine.predictor import Predictor
+from app.inputs.parts import RawInputs
+from app.inputs.preprocess import Preprocessor
+from app.model.batch import Sample
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True, slots=True)
+class Job:
+    """One sample in the batcher's queue: preprocessed already, or raw, to be decoded in the inference thread."""
+
+    sample: Sample | None = None
+    raw: RawInputs | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Scored:
+    """One sample's output from a batch: its probabilities, the time its decoding took there (0 when it came
+    preprocessed), and the time of the batch's forward pass."""
+
+    probabilities: np.ndarray
+    preprocess_ms: float
+    forward_ms: float
+
+
+def prepare_sample(preprocessor: Preprocessor, raw: RawInputs, limits: DecodeLimits) -> Sample:
+    """Decode (checking `limits`) and preprocess one sample. Raises InvalidInput subclasses for the caller's input."""
+    return preprocessor(
+        image=None if raw.image is None else decode_image(raw.image, limits),
+        text=None if raw.text is None else decode_text(raw.text, limits),
+        audio=None if raw.audio is None else decode_audio(raw.audio, limits),
+    )
+
+
+def run_jobs(
+    predictor: Predictor, preprocessor: Preprocessor, limits: DecodeLimits, jobs: list[Job]
+) -> list[Scored | Exception]:
+    """The batcher's handler (in the inference thread): decode the jobs that came raw, then one forward pass over
+    every sample. A job whose decoding fails gets its error in its place (a 4xx for that sample alone)."""
+    outputs: list[Scored | Exception | None] = [None] * len(jobs)
+    samples: list[Sample] = []
+    placed: list[tuple[int, float]] = []  # (job index, its decoding ms) for each sample
+    for i, job in enumerate(jobs):
+        if job.sample is not None:
+            samples.append(job.sample)
+            placed.append((i, 0.0))
+            continue
+        assert job.raw is not None
+        t0 = time.perf_counter()
+        try:
+            samples.append(prepare_sample(preprocessor, job.raw, limits))
+        except Exception as exc:  # any failure here is this sample's alone: InvalidInput (4xx), else a 500
+            outputs[i] = exc
+            continue
+        placed.append((i, (time.perf_counter() - t0) * 1e3))
+    if samples:
+        t0 = time.perf_counter()
+        probabilities = predictor.predict(samples)
+        forward_ms = (time.perf_counter() - t0) * 1e3
+        for (i, preprocess_ms), probs in zip(placed, probabilities):
+            outputs[i] = Scored(probs, preprocess_ms, forward_ms)
+    return outputs  # type: ignore[return-value]  # every slot is filled
+
+
+def make_preprocess_pool(workers: int) -> ThreadPoolExecutor | None:
+    """The decode/preprocess threads: `workers` of them; 0 for none; -1 for automatic: none where the process may
+    use 2 CPUs or fewer. Without a pool, each batch's samples are decoded in the inference thread just before
+    the forward pass: the event loop keeps only the HTTP work, and on one or two cores that beats handing each
+    upload to another thread (context switches, GIL hand-offs, and caches made cold for both decoding and the
+    forward pass by the HTTP work interleaved between them)."""
+    if workers < 0:
+        cpus = len(os.sched_getaffinity(0))
+        workers = 0 if cpus <= 2 else min(4, cpus - 2)
+    return ThreadPoolExecutor(workers, thread_name_prefix="preprocess") if workers else None
+
+
+async def run_cpu(pool: Executor | None, fn: Callable[..., T], *args: object) -> T:
+    """`fn(*args)` on the pool's threads, or right here on the event loop when there is no pool."""
+    if pool is None:
+        return fn(*args)
+    return await asyncio.get_running_loop().run_in_executor(pool, fn, *args)

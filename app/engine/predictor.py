@@ -1,0 +1,132 @@
+"""Predictor: a loaded artifact on its device; batches of samples in, calibrated probabilities out."""
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import torch
+
+from app.model.batch import Sample, collate
+from app.model.artifact import Artifact
+from app.model.cpu_inference import optimize_for_cpu
+from app.model.spec import MODALITIES, ArtifactSpec
+
+log = logging.getLogger(__name__)
+
+_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def resolve_device(name: str) -> torch.device:
+    """`auto` picks CUDA when available; asking for `cuda` without one is a startup error."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("FUSION_DEVICE=cuda but no CUDA device is available; use auto or cpu")
+    return torch.device(name)
+
+
+def warmup_sizes(max_batch_size: int) -> list[int]:
+    """Powers of two and the sizes halfway between them (1, 2, 3, 4, 6, 8, 12, 16, ...) below `max_batch_size`,
+    and `max_batch_size` itself; largest first."""
+    sizes = {max_batch_size}
+    power = 1
+    while power < max_batch_size:
+        sizes.update(size for size in (power, power * 3 // 2) if 0 < size < max_batch_size)
+        power *= 2
+    return sorted(sizes, reverse=True)
+
+
+class Predictor:
+    """Runs the model. `predict` is called from one inference thread at a time. `cpu_rewrites`: on CPU, serve the
+    faster equivalent of the model's convolutions (app.model.cpu_inference), where it answers as the original."""
+
+    def __init__(self, artifact: Artifact, device: torch.device, *, cpu_rewrites: bool = True) -> None:
+        self.spec: ArtifactSpec = artifact.spec
+        self.device = device
+        self.model = artifact.model.to(device).eval()
+        if cpu_rewrites and device.type == "cpu":
+            self.model = optimize_for_cpu(self.model, collate(self._check_samples()))
+        # Temperature per modality subset, looked up by the mask bits (image 1, text 2, audio 4) of each sample.
+        self._temperatures = torch.tensor(
+            [self.spec.temperature_for(m for i, m in enumerate(MODALITIES) if code >> i & 1) for code in range(8)]
+        )
+        self._bit_values = torch.tensor([1 << i for i in range(len(MODALITIES))])
+        self._autocast_dtype = _DTYPES[self.spec.dtype] if device.type == "cuda" else None
+        self.forward_passes = 0
+        self.oom_splits = 0
+
+    def predict(self, samples: list[Sample]) -> list[np.ndarray]:
+        """Class probabilities (float32, summing to 1) for each sample, in order. A batch that runs out of GPU
+        memory is split in halves and retried, down to single samples; only a single sample's OOM is raised."""
+        try:
+            return self._forward(samples)
+        except torch.OutOfMemoryError:
+            if len(samples) == 1:
+                raise
+        # Retried outside the except block, so the failed attempt's traceback (and the tensors its frames hold)
+        # is released before the cache is emptied.
+        self._release_memory()
+        half = len(samples) // 2
+        log.warning("out of memory on a batch of %d; retrying as %d + %d", len(samples), half, len(samples) - half)
+        self.oom_splits += 1
+        return self.predict(samples[:half]) + self.predict(samples[half:])
+
+    def _release_memory(self) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.empty_cache()
+
+    def _forward(self, samples: list[Sample]) -> list[np.ndarray]:
+        batch = collate(samples)
+        temperature = self._temperatures[(batch.mask.long() * self._bit_values).sum(dim=1)].unsqueeze(1)
+        if self.device.type == "cuda":
+            batch = batch.pin_memory().to(self.device, non_blocking=True)
+        with torch.inference_mode():
+            with torch.autocast(
+                device_type=self.device.type,
+                dtype=self._autocast_dtype or torch.float32,
+                enabled=self._autocast_dtype is not None and self._autocast_dtype != torch.float32,
+            ):
+                logits = self.model(batch)
+            probs = torch.softmax(logits.float().cpu() / temperature, dim=-1).numpy()
+            self.forward_passes += 1
+        return list(probs)
+
+    def example_sample(self, modalities: tuple[str, ...] | None = None) -> Sample:
+        """A synthetic sample of the right shapes (for warm-up), holding `modalities` (default: all of the model's)."""
+        spec = self.spec
+        wanted = modalities or spec.ordered_modalities
+        image = text = audio = None
+        if "image" in wanted and spec.image:
+            image = torch.zeros(spec.image.channels, spec.image.size, spec.image.size)
+        if "text" in wanted and spec.text:
+            text = torch.full((min(16, spec.text.max_tokens),), 2, dtype=torch.long)
+        if "audio" in wanted and spec.audio:
+            audio = torch.zeros(spec.audio.clip_samples)
+        return Sample(image=image, text=text, audio=audio)
+
+    def _check_samples(self) -> list[Sample]:
+        """Random inputs of every modality and a sample lacking one (fixed seed), to compare two versions of the
+        model on."""
+        g = torch.Generator().manual_seed(0)
+        full = self.example_sample()
+        noisy = Sample(
+            image=None if full.image is None else torch.rand(full.image.shape, generator=g) * 2 - 1,
+            text=full.text,
+            audio=None if full.audio is None else torch.randn(full.audio.shape, generator=g) * 0.1,
+        )
+        partial = self.example_sample(self.spec.ordered_modalities[:1])
+        return [noisy, full, partial]
+
+    def warmup(self, max_batch_size: int) -> None:
+        """Run each single modality once, then the ladder of batch sizes `warmup_sizes(max_batch_size)`, largest
+        first, so no request pays for first-call allocation or kernel selection. The largest batch takes the
+        memory every smaller one needs. A size between the rungs was measured ~12% slower on its first use than a
+        warmed size, once; warming every size up to 64 delayed readiness by ~2 s (bench/README.md)."""
+        for m in MODALITIES:
+            if m in self.spec.modalities:
+                self.predict([self.example_sample((m,))])
+        full = self.example_sample()
+        for size in warmup_sizes(max_batch_size):
+            self.predict([full] * size)
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)

@@ -1,0 +1,122 @@
+"""Decoding and preprocessing of every accepted format, mode and layout."""
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+from PIL import Image
+
+from app.decoding import DecodeLimits, decode_audio, decode_image, decode_text
+from app.errors import CorruptInput, PayloadTooLarge, UnsupportedMediaType
+from app.inputs.preprocess import Preprocessor, fit_clip
+from tests.helpers import png_bytes, tiny_spec, wav_bytes
+
+LIMITS = DecodeLimits()
+PRE = Preprocessor(tiny_spec())
+
+
+@pytest.mark.parametrize("fmt", ["PNG", "JPEG", "WEBP", "GIF", "BMP", "TIFF"])
+def test_every_image_format_decodes(fmt: str) -> None:
+    im = decode_image(png_bytes((30, 20), fmt=fmt), LIMITS)
+    assert im.size == (30, 20)
+    assert PRE(image=im).image.shape == (1, 16, 16)
+
+
+@pytest.mark.parametrize("mode", ["1", "L", "P", "RGB", "RGBA", "LA", "CMYK", "I;16", "I", "F", "PA"])
+def test_every_mode_becomes_the_model_input(mode: str) -> None:
+    im = Image.fromarray(np.random.default_rng(0).integers(0, 255, (12, 10, 3), dtype=np.uint8)).convert(mode)
+    t = PRE(image=im).image
+    assert t.shape == (1, 16, 16) and t.dtype == torch.float32 and torch.isfinite(t).all()
+
+
+def test_sixteen_bit_png_keeps_its_range() -> None:
+    arr = np.full((8, 8), 65535, dtype=np.uint16)
+    buf = io.BytesIO()
+    Image.fromarray(arr).save(buf, format="PNG")
+    t = PRE(image=decode_image(buf.getvalue(), LIMITS)).image
+    assert torch.allclose(t, torch.ones_like(t))  # white stays white after normalisation to [-1, 1]
+
+
+def test_exif_orientation_is_applied() -> None:
+    im = Image.new("L", (40, 20))
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotate 90° clockwise to display
+    buf = io.BytesIO()
+    im.save(buf, format="JPEG", exif=exif)
+    assert decode_image(buf.getvalue(), LIMITS).size == (20, 40)
+
+
+def test_animated_gif_uses_first_frame() -> None:
+    frames = [Image.new("L", (8, 8), c) for c in (255, 0, 0)]
+    buf = io.BytesIO()
+    frames[0].save(buf, format="GIF", save_all=True, append_images=frames[1:])
+    im = decode_image(buf.getvalue(), LIMITS)
+    assert np.asarray(im.convert("L")).min() == 255
+
+
+def test_decompression_bomb_is_refused_before_decoding() -> None:
+    im = Image.new("1", (20000, 20000))
+    buf = io.BytesIO()
+    im.save(buf, format="PNG")
+    assert len(buf.getvalue()) < 200_000
+    with pytest.raises(PayloadTooLarge, match="20000x20000"):
+        decode_image(buf.getvalue(), LIMITS)
+
+
+@pytest.mark.parametrize(
+    "fmt,subtype",
+    [("WAV", "PCM_U8"), ("WAV", "PCM_16"), ("WAV", "PCM_24"), ("WAV", "PCM_32"), ("WAV", "FLOAT"), ("WAV", "DOUBLE"),
+     ("FLAC", "PCM_16"), ("OGG", "VORBIS")],
+)
+def test_every_audio_encoding_decodes(fmt: str, subtype: str) -> None:
+    w = decode_audio(wav_bytes(seconds=0.3, rate=16000, fmt=fmt, subtype=subtype), LIMITS)
+    assert w.sample_rate == 16000 and w.samples.dtype == np.float32
+    assert np.abs(w.samples).max() == pytest.approx(0.3, abs=0.05)
+
+
+@pytest.mark.parametrize("rate,channels", [(8000, 1), (44100, 2), (48000, 6), (22050, 1)])
+def test_audio_is_resampled_and_downmixed(rate: int, channels: int) -> None:
+    w = decode_audio(wav_bytes(seconds=0.2, rate=rate, channels=channels), LIMITS)
+    assert w.samples.shape == (int(0.2 * rate), channels)
+    audio = PRE(audio=w).audio
+    assert audio.shape == (2000,)  # tiny model: 8 kHz, 0.25 s
+    assert audio[:1600].abs().max() == pytest.approx(0.3, abs=0.05)  # 0.2 s of tone survives resampling
+    assert audio[1700:].abs().max() == 0  # then zero padding
+
+
+def test_long_audio_keeps_the_loudest_window() -> None:
+    x = np.zeros(10_000, dtype=np.float32)
+    x[6000:6500] = 1.0
+    clip = fit_clip(x, 1000)
+    assert clip.sum() == 500
+
+
+def test_audio_limits() -> None:
+    with pytest.raises(PayloadTooLarge):
+        decode_audio(wav_bytes(seconds=3, rate=8000), DecodeLimits(max_audio_seconds=2))
+    with pytest.raises(UnsupportedMediaType):
+        decode_audio(b"not audio at all", LIMITS)
+    empty = io.BytesIO()
+    sf.write(empty, np.zeros((0, 1)), 8000, format="WAV")
+    with pytest.raises(CorruptInput, match="no samples"):
+        decode_audio(empty.getvalue(), LIMITS)
+
+
+def test_truncated_flac_is_refused() -> None:
+    data = wav_bytes(seconds=1.0, rate=16000, fmt="FLAC")
+    with pytest.raises((CorruptInput, UnsupportedMediaType)):
+        decode_audio(data[: len(data) // 2], LIMITS)
+
+
+def test_text() -> None:
+    assert decode_text("  hi ", LIMITS) == "  hi "
+    assert decode_text("七".encode(), LIMITS) == "七"
+    with pytest.raises(CorruptInput):
+        decode_text(b"\xc3\x28", LIMITS)
+    with pytest.raises(PayloadTooLarge):
+        decode_text("x" * 11, DecodeLimits(max_text_chars=10))
+    ids = PRE(text="hello world, this is longer than thirty-two bytes for sure").text
+    assert ids.shape == (32,) and ids.dtype == torch.long

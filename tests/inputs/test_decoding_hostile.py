@@ -1,0 +1,198 @@
+"""Hostile and odd inputs at the decoders: every one is refused with the right InvalidInput (or decoded and usable
+by both a grey and a colour model), limits are checked from headers before any pixel or sample is decoded."""
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image, ImageFile
+
+from app.decoding import IMAGE_MODES, DecodeLimits, decode_audio, decode_image, decode_text
+from app.errors import CorruptInput, InvalidInput, PayloadTooLarge, UnsupportedMediaType
+from app.model.spec import ImageSpec
+from app.inputs.preprocess import Preprocessor
+from tests import hostile
+from tests.helpers import tiny_spec
+
+LIMITS = DecodeLimits()
+GREY = Preprocessor(tiny_spec())
+COLOUR = Preprocessor(
+    tiny_spec().model_copy(update={"image": ImageSpec(size=16, channels=3, width=4, mean=(0.5,) * 3, std=(0.5,) * 3)})
+)
+
+
+@pytest.fixture()
+def no_pixel_decoding(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Any attempt to decode pixels fails the test (decode_image would report it as a corrupt file, not 413)."""
+
+    def refuse(self: ImageFile.ImageFile) -> None:
+        raise AssertionError("pixels were decoded")
+
+    monkeypatch.setattr(ImageFile.ImageFile, "load", refuse)
+
+
+@pytest.mark.parametrize("kind", sorted(hostile.IMAGE_BOMBS))
+def test_decompression_bombs_are_refused_from_the_header(kind: str, no_pixel_decoding: None) -> None:
+    data = hostile.IMAGE_BOMBS[kind]()
+    assert len(data) < 100_000
+    with pytest.raises(PayloadTooLarge, match=r"\d+x\d+ pixels and exceeds the limit of 40,000,000"):
+        decode_image(data, LIMITS)
+
+
+@pytest.mark.parametrize("fmt", ["GIF", "PNG", "WEBP", "TIFF"])
+def test_animations_with_too_many_frames_are_refused(fmt: str) -> None:
+    limits = DecodeLimits(max_image_frames=8)
+    assert decode_image(hostile.animation(fmt, 8), limits).size == (4, 4)  # at the limit: its first frame
+    with pytest.raises(PayloadTooLarge, match="more than 8 frames"):
+        decode_image(hostile.animation(fmt, 9), limits)
+
+
+def test_a_gif_with_thousands_of_frames_is_refused_without_decoding_them(no_pixel_decoding: None) -> None:
+    with pytest.raises(PayloadTooLarge, match="more than 1,000 frames"):
+        decode_image(hostile.animation("GIF", 3000), LIMITS)
+
+
+@pytest.mark.parametrize("kind", sorted(hostile.FOREIGN_IMAGES))
+def test_formats_we_do_not_accept_are_415(kind: str) -> None:
+    with pytest.raises(UnsupportedMediaType, match="JPEG, PNG, WEBP, GIF, BMP, TIFF"):
+        decode_image(hostile.FOREIGN_IMAGES[kind](), LIMITS)
+
+
+def test_eps_is_refused_although_pillow_could_open_it() -> None:
+    eps = hostile.eps_file()
+    assert Image.open(io.BytesIO(eps)).format == "EPS"  # unrestricted, Pillow would (and load() runs Ghostscript)
+    with pytest.raises(UnsupportedMediaType):
+        decode_image(eps, LIMITS)
+
+
+@pytest.mark.parametrize("kind", sorted(hostile.EXOTIC_IMAGES))
+def test_exotic_modes_decode_for_grey_and_colour_models(kind: str) -> None:
+    im = decode_image(hostile.EXOTIC_IMAGES[kind](), LIMITS)
+    assert im.mode in IMAGE_MODES
+    for pre, channels in ((GREY, 1), (COLOUR, 3)):
+        t = pre(image=im).image
+        assert t.shape == (channels, 16, 16) and torch.isfinite(t).all()
+
+
+@pytest.mark.parametrize("mode", sorted(IMAGE_MODES))
+def test_every_accepted_mode_converts_to_both_model_inputs(mode: str) -> None:
+    im = Image.new(mode, (5, 3))
+    assert GREY(image=im).image.shape == (1, 16, 16)
+    assert COLOUR(image=im).image.shape == (3, 16, 16)
+
+
+@pytest.mark.parametrize("fmt", ["PNG", "JPEG", "GIF", "WEBP", "TIFF", "BMP"])
+@pytest.mark.parametrize("keep", [0.5, 0.1, 20])
+def test_truncated_images_are_422(fmt: str, keep: float) -> None:
+    data = hostile.image_file(hostile.noise_image(), fmt)
+    cut = data[: int(len(data) * keep)] if keep < 1 else data[: int(keep)]
+    with pytest.raises(CorruptInput, match="corrupt|truncated"):
+        decode_image(cut, LIMITS)
+
+
+def test_a_corrupted_png_is_422() -> None:
+    data = bytearray(hostile.image_file(hostile.noise_image(), "PNG"))
+    data[200:260] = bytes(60)  # inside the compressed pixels: the CRC no longer matches
+    with pytest.raises(CorruptInput):
+        decode_image(bytes(data), LIMITS)
+
+
+@pytest.mark.parametrize("kind", sorted(hostile.EXOTIC_AUDIO))
+def test_exotic_audio_encodings_decode(kind: str) -> None:
+    wave = decode_audio(hostile.EXOTIC_AUDIO[kind](), LIMITS)
+    audio = GREY(audio=wave).audio
+    assert audio.shape == (2000,) and torch.isfinite(audio).all() and audio.abs().max() > 0.1
+
+
+@pytest.mark.parametrize("kind", sorted(hostile.FOREIGN_AUDIO))
+def test_audio_formats_we_do_not_accept_are_415(kind: str) -> None:
+    with pytest.raises(UnsupportedMediaType):
+        decode_audio(hostile.FOREIGN_AUDIO[kind](), LIMITS)
+
+
+@pytest.mark.parametrize(
+    "kind,message",
+    [
+        ("rate-0", "sample rate of 0 Hz"),
+        ("rate-1", "sample rate of 1 Hz"),
+        ("rate-huge", "sample rate of 4000000000 Hz"),
+        ("channels-0", "0 channels"),
+        ("channels-65", "65 channels"),
+        ("data-size-4gb", "declares 4,294,967,280 bytes"),
+        ("zero-samples", "no samples"),
+        ("truncated-wav", "truncated"),
+        ("truncated-flac", "truncated"),
+        ("truncated-ogg", "truncated"),
+        ("header-only-wav", "truncated"),
+        ("header-only-flac", "truncated"),
+    ],
+)
+def test_audio_whose_header_lies_or_that_is_cut_short_is_422(kind: str, message: str) -> None:
+    with pytest.raises(CorruptInput, match=message):
+        decode_audio(hostile.LYING_AUDIO[kind](), LIMITS)
+
+
+def test_an_hour_of_compressed_silence_is_refused_before_decoding() -> None:
+    data = hostile.silent_flac(3600)
+    assert len(data) < 200_000  # an hour in a small upload: only the declared length gives it away
+    with pytest.raises(PayloadTooLarge, match="3600.0 s long; the limit is 60 s"):
+        decode_audio(data, LIMITS)
+
+
+def test_decoded_samples_are_bounded_across_channels() -> None:
+    data = hostile.audio_file(hostile.tone(seconds=1.0, rate=16000, channels=8), 16000, "FLAC")
+    assert decode_audio(data, DecodeLimits(max_audio_samples=128_000)).samples.shape == (16000, 8)
+    with pytest.raises(PayloadTooLarge, match="128,000 samples; the limit is 127,999"):
+        decode_audio(data, DecodeLimits(max_audio_samples=127_999))
+
+
+@pytest.mark.parametrize(
+    "data,error,message",
+    [
+        (b"\xc0\xaf", CorruptInput, "UTF-8"),  # overlong encoding of '/'
+        (b"\xed\xa0\x80", CorruptInput, "UTF-8"),  # a UTF-16 surrogate, encoded
+        (b"ok \xf8\x88\x80\x80\x80", CorruptInput, "UTF-8"),  # 5-byte sequence
+        (b"\x00", CorruptInput, "NUL"),
+        (" \u00a0\u3000\t\n".encode(), CorruptInput, "whitespace"),  # Unicode spaces are whitespace too
+        (b"x" * 40_001, PayloadTooLarge, "bytes; the limit is 10,000 characters"),  # not even decoded
+        ("七".encode() * 10_001, PayloadTooLarge, "10,001 characters"),
+    ],
+)
+def test_bad_text_is_refused(data: bytes, error: type[InvalidInput], message: str) -> None:
+    with pytest.raises(error, match=message):
+        decode_text(data, LIMITS)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "a" * 10_000,  # one enormous token
+        "مرحبا بالعالم",  # right to left
+        "e\u0301\u0302\u0303 Z\u0351\u0352\u0353",  # combining marks
+        "\u202eevil\u202c text",  # bidi override
+        "👩‍👩‍👧‍👦 🏳️‍🌈",  # ZWJ sequences
+        "\ufeffwith a BOM",
+    ],
+    ids=["long-token", "rtl", "combining", "bidi-override", "zwj-emoji", "bom"],
+)
+def test_odd_but_valid_text_is_accepted_and_tokenized(text: str) -> None:
+    decoded = decode_text(text.encode(), LIMITS)
+    assert decoded == text
+    ids = GREY(text=decoded).text
+    assert 1 <= ids.numel() <= 32 and ids.dtype == torch.long
+
+
+def test_a_text_at_the_character_limit_in_four_byte_characters_is_accepted() -> None:
+    assert len(decode_text("🙂".encode() * 10_000, LIMITS)) == 10_000
+
+
+def test_hostile_inputs_raise_nothing_but_invalid_input() -> None:
+    """The whole corpus above, once more as a group: no decoder raises anything else."""
+    cases = [(decode_image, make) for make in (*hostile.IMAGE_BOMBS.values(), *hostile.FOREIGN_IMAGES.values())]
+    cases += [(decode_audio, make) for make in (*hostile.FOREIGN_AUDIO.values(), *hostile.LYING_AUDIO.values())]
+    for decode, make in cases:
+        with pytest.raises(InvalidInput):
+            decode(make(), LIMITS)
+    assert np.isfinite(decode_audio(hostile.EXOTIC_AUDIO["mp3"](), LIMITS).samples).all()
