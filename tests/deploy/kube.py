@@ -13,6 +13,7 @@ from typing import Any
 import yaml
 from jsonschema import Draft202012Validator
 from referencing import Registry, Resource
+from referencing.exceptions import Unresolvable
 from referencing.jsonschema import DRAFT202012
 
 from tests.deploy.support import tool
@@ -115,6 +116,6 @@ def resolves(schema: dict[str, Any], ref: str, version: str) -> bool:
     resolver = registry.resolver(schema["$id"])
     try:
         resolver.lookup(ref)
-    except Exception:  # referencing's Unresolvable and its subclasses
+    except Unresolvable:
         return False
     return True

@@ -11,6 +11,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource
+from starlette.types import Receive, Scope, Send
 
 from app.config import Settings
 from app.metrics import REJECT_REASONS
@@ -72,11 +74,21 @@ def fusion_env(objects: list[Manifest]) -> dict[str, str]:
     return {k: v for k, v in env.items() if k.startswith("FUSION_")}
 
 
+class GivenSettings(Settings):
+    """Settings from the given values only, not from the test process's own FUSION_* environment."""
+
+    @classmethod
+    def settings_customise_sources(
+        cls, settings_cls: type[BaseSettings], init_settings: PydanticBaseSettingsSource, *others: Any, **more: Any
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return (init_settings,)
+
+
 def settings_of(env: dict[str, str]) -> Settings:
     """The settings the service would run with (pydantic parses and checks every value, as at startup)."""
     known = {f"FUSION_{name.upper()}" for name in Settings.model_fields}
     assert set(env) <= known, f"not settings (the service would ignore them): {set(env) - known}"
-    return Settings(**{k.removeprefix("FUSION_").lower(): v for k, v in env.items()})
+    return GivenSettings.model_validate({k.removeprefix("FUSION_").lower(): v for k, v in env.items()})
 
 
 def port_number(c: dict[str, Any], port: int | str) -> int:
@@ -201,6 +213,10 @@ def test_probes_and_ports_match_the_service(overlay: str) -> None:
     assert service["spec"]["selector"].items() <= pod_labels.items()
 
 
+async def no_app(scope: Scope, receive: Receive, send: Send) -> None:
+    """An ASGI app for reading the server's configuration; never called."""
+
+
 def parse_duration(value: str | int) -> float:
     """Compose's `1m30s` / `180s` / nanoseconds (what `config --format json` prints) as seconds."""
     if isinstance(value, int) or str(value).isdigit():
@@ -230,7 +246,7 @@ def test_termination_covers_the_preStop_sleep_and_the_services_drain(overlay: st
     # The preStop sleep lets endpoint removal reach the proxies while the pod still serves normally; the service's
     # own drain (FUSION_DRAIN_DELAY_S, /readyz 503) follows SIGTERM. One knob: the same length.
     assert pre_stop == math.ceil(settings.drain_delay_s) > 0
-    graceful = uvicorn_config(lambda: None, settings).timeout_graceful_shutdown  # admitted requests finish
+    graceful = uvicorn_config(no_app, settings).timeout_graceful_shutdown  # admitted requests get this to finish
     assert graceful is not None and graceful >= settings.request_timeout_s
     margin = 5  # the process's own exit after the graceful shutdown
     needed = pre_stop + settings.drain_delay_s + graceful + margin
