@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 import math
+import os
 import re
 import shutil
 from pathlib import Path
@@ -17,6 +18,7 @@ from starlette.types import Receive, Scope, Send
 from app.config import Settings
 from app.metrics import REJECT_REASONS
 from app.server import uvicorn_config
+from app.serving import make_preprocess_pool
 from tests.deploy.kube import (
     CRD_SCHEMAS,
     K8S_VERSIONS,
@@ -183,11 +185,34 @@ def test_the_gpu_overlay_takes_one_gpu_and_insists_on_it() -> None:
     assert settings_of(fusion_env(cpu)).device == "cpu"
 
 
-def test_the_cpu_overlay_sizes_torch_threads_to_the_cpu_request() -> None:
-    objects = build("cpu")
-    request = container(objects)["resources"]["requests"]["cpu"]
-    cores = int(request[:-1]) / 1000 if str(request).endswith("m") else float(request)
-    assert settings_of(fusion_env(objects)).torch_threads == math.floor(cores) >= 1
+def cpu_cores(quantity: str | int) -> float:
+    text = str(quantity)
+    return int(text[:-1]) / 1000 if text.endswith("m") else float(text)
+
+
+def threads_for(settings: Settings, cores: float, monkeypatch: pytest.MonkeyPatch) -> tuple[int, int]:
+    """What the service's automatic sizing would pick on a machine of `cores` CPUs, and what `settings` pick."""
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(math.floor(cores))))
+    auto = make_preprocess_pool(-1)
+    expected_workers = auto._max_workers if auto else 0  # ThreadPoolExecutor's size
+    if auto:
+        auto.shutdown()
+    return expected_workers, settings.preprocess_workers
+
+
+def test_threads_are_sized_from_the_cpu_request_not_the_nodes_cores(monkeypatch: pytest.MonkeyPatch) -> None:
+    """torch and the decode pool size themselves by the node's cores (os.sched_getaffinity), not the pod's share:
+    each deployment sizes both from its CPU request, the decode pool by the service's own automatic rule."""
+    (isvc,) = load_yaml(INFERENCE_SERVICE)
+    (kserve,) = isvc["spec"]["predictor"]["containers"]
+    deployments = [(container(objects), fusion_env(objects)) for objects in map(build, OVERLAYS)]
+    deployments.append((kserve, {e["name"]: e["value"] for e in kserve["env"] if e["name"].startswith("FUSION_")}))
+    for c, env in deployments:
+        settings = settings_of(env)
+        cores = cpu_cores(c["resources"]["requests"]["cpu"])
+        assert settings.torch_threads == math.floor(cores) >= 1
+        expected, configured = threads_for(settings, cores, monkeypatch)
+        assert configured == expected, f"{c['name']}: {configured} decode threads on {cores} cores, auto: {expected}"
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS, ids=OVERLAY_IDS)
