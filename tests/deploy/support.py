@@ -1,4 +1,5 @@
-"""Helpers for the deployment tests: the repo's files, the linters the test extras install, a Dockerfile reader."""
+"""Helpers for the deployment tests: the repo's files, the linters the test extras install, a Dockerfile reader,
+the metric names a running service exports."""
 from __future__ import annotations
 
 import json
@@ -11,6 +12,8 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from tests.server import Server
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE_FILE = ROOT / "docker-compose.yml"
@@ -57,6 +60,21 @@ def stages(instructions: list[Instruction]) -> dict[str, list[Instruction]]:
 
 def final_stage(instructions: list[Instruction]) -> list[Instruction]:
     return list(stages(instructions).values())[-1]
+
+
+def image_env() -> dict[str, str]:
+    """The runtime image's ENV (FUSION_MODELS_DIR, FUSION_PORT, ...)."""
+    return dict(
+        pair.split("=", 1) for i in final_stage(dockerfile()) if i.keyword == "ENV" for pair in i.args.split()
+    )
+
+
+def exported_names(server: Server) -> set[str]:
+    """The metric names a running service exports, after one prediction (so that request series exist)."""
+    with server.client() as c:
+        c.post("/v1/predict", files={"text": (None, "hi")})
+        text = c.get("/metrics").text
+    return {line.split("{")[0].split(" ")[0] for line in text.splitlines() if line and not line.startswith("#")}
 
 
 def exec_form(args: str) -> list[str]:

@@ -12,17 +12,19 @@ import yaml
 from pydantic import TypeAdapter
 
 from app.config import Settings
-from tests.deploy.support import COMPOSE_FILE, CPU_OVERRIDE, ROOT, compose, compose_config, dockerfile, final_stage
+from tests.deploy.support import (
+    COMPOSE_FILE,
+    CPU_OVERRIDE,
+    ROOT,
+    compose,
+    compose_config,
+    exported_names,
+    image_env,
+)
 from tests.server import Server
 
 ENV_EXAMPLE = ROOT / "deploy" / "fusion.env.example"
 SETTING_LINE = re.compile(r"^(#\s*)?(FUSION_[A-Z0-9_]+)=(.*)$")
-
-
-def image_env() -> dict[str, str]:
-    return dict(
-        pair.split("=", 1) for i in final_stage(dockerfile()) if i.keyword == "ENV" for pair in i.args.split()
-    )
 
 
 def service(config: dict[str, Any], name: str = "fusion-serve") -> dict[str, Any]:
@@ -104,13 +106,6 @@ def test_the_monitoring_profile_scrapes_the_service() -> None:
     (sd,) = job["dns_sd_configs"]
     assert sd["names"] == ["fusion-serve"] and "fusion-serve" in config["services"]
     assert sd["port"] == service(config)["ports"][0]["target"]
-
-
-def exported_names(server: Server) -> set[str]:
-    with server.client() as c:
-        c.post("/v1/predict", files={"text": (None, "hi")})
-        text = c.get("/metrics").text
-    return {line.split("{")[0].split(" ")[0] for line in text.splitlines() if line and not line.startswith("#")}
 
 
 def test_grafana_is_provisioned_with_prometheus_and_the_dashboard() -> None:
