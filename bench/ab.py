@@ -3,7 +3,8 @@
 `python bench/ab.py --a PATH --b PATH`: each PATH is a checkout whose `app` is served (e.g. a `git worktree` of an
 older commit, and this one). The two servers are started in turn and measured with wrk at each concurrency,
 alternating A, B, A, B... for `--rounds` rounds, so the machine's drift affects both alike. Prints (and with
-`--out`, writes as JSON) the median req/s and p50/p99 of each, and B/A per round with its spread.
+`--out`, writes as JSON) the median req/s, p50/p99 and server CPU per request of each, and B/A per round with its
+spread. On a busy machine, CPU per request is the steadier of the figures.
 """
 from __future__ import annotations
 
@@ -38,7 +39,8 @@ def main() -> None:
                     row = wrk(server, body, ctype, c, args.seconds)
                     runs[label].setdefault(c, []).append(row)
                     print(f"round {rnd} {label} c={c}: {row['rps']:.1f} req/s p50 {row['p50_ms']:.2f} "
-                          f"p99 {row['p99_ms']:.2f} errors {row['errors']}", flush=True)
+                          f"p99 {row['p99_ms']:.2f} cpu {row['cpu_ms_per_request']:.2f} ms/req "
+                          f"errors {row['errors']}", flush=True)
             finally:
                 server.stop()
     summary = {}
@@ -46,12 +48,13 @@ def main() -> None:
         a, b = runs["a"][c], runs["b"][c]
         ratios = [rb["rps"] / ra["rps"] for ra, rb in zip(a, b)]
         summary[c] = {
-            label: {k: statistics.median(r[k] for r in rows) for k in ("rps", "p50_ms", "p99_ms")}
+            label: {k: statistics.median(r[k] for r in rows) for k in ("rps", "p50_ms", "p99_ms", "cpu_ms_per_request")}
             for label, rows in (("a", a), ("b", b))
         } | {"b_over_a": statistics.median(ratios), "ratio_spread": [min(ratios), max(ratios)]}
         s = summary[c]
-        print(f"c={c}: A {s['a']['rps']:.1f} req/s (p50 {s['a']['p50_ms']:.2f}, p99 {s['a']['p99_ms']:.2f}) | "
-              f"B {s['b']['rps']:.1f} req/s (p50 {s['b']['p50_ms']:.2f}, p99 {s['b']['p99_ms']:.2f}) | "
+        print(f"c={c}: A {s['a']['rps']:.1f} req/s (p50 {s['a']['p50_ms']:.2f}, p99 {s['a']['p99_ms']:.2f}, "
+              f"cpu {s['a']['cpu_ms_per_request']:.2f} ms/req) | B {s['b']['rps']:.1f} req/s (p50 "
+              f"{s['b']['p50_ms']:.2f}, p99 {s['b']['p99_ms']:.2f}, cpu {s['b']['cpu_ms_per_request']:.2f} ms/req) | "
               f"B/A {s['b_over_a']:.3f} ({min(ratios):.3f}..{max(ratios):.3f})")
     if args.out:
         args.out.write_text(json.dumps({"args": {k: str(v) for k, v in vars(args).items()}, "summary": summary,
