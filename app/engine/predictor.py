@@ -6,8 +6,8 @@ import logging
 import numpy as np
 import torch
 
-from app.model.batch import Sample, collate
 from app.model.artifact import Artifact
+from app.model.batch import Sample, collate
 from app.model.cpu_inference import optimize_for_cpu
 from app.model.spec import MODALITIES, ArtifactSpec
 
