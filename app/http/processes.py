@@ -25,6 +25,15 @@ def _begin(settings: Settings, name: str) -> None:
     log.info("process started, pid %d", os.getpid())
 
 
+def _end(code: int) -> None:
+    """Exit now that everything is answered and logged: tearing down an interpreter that loaded torch takes
+    seconds, which would only hold up the supervisor's drain."""
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+
+
 def worker_main(settings: Settings, sock: socket.socket, peers: Peers, index: int, owners: list[Path]) -> None:
     from app.engine.api import Engine
     from app.http.app import begin_draining, create_app, torch_engine
@@ -43,7 +52,7 @@ def worker_main(settings: Settings, sock: socket.socket, peers: Peers, index: in
         uvicorn_config(app, settings), drain_delay_s=settings.drain_delay_s, on_drain=lambda: begin_draining(app)
     )
     server.run(sockets=[sock])
-    sys.exit(0 if server.started else STARTUP_FAILED)
+    _end(0 if server.started else STARTUP_FAILED)
 
 
 def owner_main(settings: Settings, device: str, path: Path, peers: Peers, index: int, name: str) -> None:
@@ -54,3 +63,4 @@ def owner_main(settings: Settings, device: str, path: Path, peers: Peers, index:
     config = dataclasses.replace(EngineConfig.from_settings(settings), device=device)
     metrics = ServiceMetrics(settings.max_batch_size)
     asyncio.run(run(config, path, metrics, on_ready=lambda: peers.set_ready(index, True)))
+    _end(0)
