@@ -53,7 +53,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         raise
     for description in state.engine.models.values():
         state.metrics.model_loaded(description.name, description.spec.version, description.device)
-    warm = asyncio.create_task(_warm_and_start(state), name="warmup")
+    warm = state.warming = asyncio.create_task(_warm_and_start(state), name="warmup")
     try:
         yield
     finally:

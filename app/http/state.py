@@ -1,6 +1,7 @@
 """The service's state, typed, built once per app from Settings: what every route and middleware reads."""
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass, field
 
 from starlette.requests import Request
@@ -16,7 +17,8 @@ from app.metrics import ServiceMetrics
 @dataclass
 class ServiceState:
     """One per app (`app.state.service`). `ready`: models loaded and warmed up. In a multi-process service,
-    `peers` holds every process's readiness and the service-wide draining flag, and this process is `index`."""
+    `peers` holds every process's readiness and the service-wide draining flag, and this process is `index`.
+    `warming`: the warm-up task while the lifespan runs (a host that must not route before it ends awaits it)."""
 
     settings: Settings
     engine: Engine
@@ -26,6 +28,7 @@ class ServiceState:
     form_limits: FormLimits = field(init=False)
     ready: bool = False
     draining: bool = False
+    warming: asyncio.Task[None] | None = None
 
     def __post_init__(self) -> None:
         self.form_limits = FormLimits(
