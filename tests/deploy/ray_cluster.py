@@ -31,8 +31,9 @@ STARTED = "Ray runtime started."  # what `ray start` prints once its node runs
 
 
 def in_private_network() -> bool:
-    """This process sees no network interface but loopback."""
-    return set(os.listdir("/sys/class/net")) == {"lo"}
+    """This process sees no network interface but loopback (asked of the kernel: /sys may show another
+    namespace's)."""
+    return {name for _, name in socket.if_nameindex()} == {"lo"}
 
 
 def private_network_error() -> str | None:
@@ -45,13 +46,16 @@ def private_network_error() -> str | None:
     return None
 
 
-def run_in_private_network(argv: Sequence[str], timeout_s: float, log_path: Path) -> int:
+def run_in_private_network(argv: Sequence[str], timeout_s: float, log_path: Path | None = None) -> int:
     """Run `argv` in a new network namespace holding only loopback (it brings `lo` up: `loopback_up`), output to
-    `log_path`; its exit status. Whatever way it ends (a timeout included), every process left in that namespace
-    (all of them started by `argv`) is killed."""
-    with log_path.open("wb") as log:
-        proc = subprocess.Popen([*UNSHARE, *argv], stdout=log, stderr=subprocess.STDOUT, cwd=ROOT,
-                                start_new_session=True)
+    `log_path` (else to this process's); its exit status. Whatever way it ends (a timeout included), every process
+    left in that namespace (all of them started by `argv`) is killed."""
+    if log_path is None:
+        proc = subprocess.Popen([*UNSHARE, *argv], cwd=ROOT, start_new_session=True)
+    else:
+        with log_path.open("wb") as log:
+            proc = subprocess.Popen([*UNSHARE, *argv], stdout=log, stderr=subprocess.STDOUT, cwd=ROOT,
+                                    start_new_session=True)
     mine = os.readlink("/proc/self/ns/net")
     namespace = None
     try:
@@ -133,10 +137,12 @@ class Node:
 
 @dataclass
 class LocalCluster:
-    """`start_head()`, then `add_node()` for each worker node; `stop()` kills what is left."""
+    """`start_head()`, then `add_node()` for each worker node; `stop()` kills what is left. `launcher`: a command
+    prefix for every node (`taskset -c 0`, say)."""
 
     temp_dir: Path
     env: dict[str, str]
+    launcher: tuple[str, ...] = ()
     nodes: list[Node] = field(default_factory=list)
     address: str = ""
     _next_worker_port: int = 20000
@@ -169,7 +175,7 @@ class LocalCluster:
         low = self._next_worker_port
         self._next_worker_port += 200
         command = [
-            str(Path(sys.executable).parent / "ray"), "start", *args, "--block",
+            *self.launcher, str(Path(sys.executable).parent / "ray"), "start", *args, "--block",
             "--node-ip-address=127.0.0.1", f"--num-cpus={num_cpus}", "--num-gpus=0",
             f"--resources={json.dumps(resources or {})}",
             "--object-store-memory=80000000",  # Ray's floor is 75 MB; nothing large goes through it
@@ -201,11 +207,11 @@ def ray_env(**extra: str) -> dict[str, str]:
 
 
 @contextmanager
-def local_cluster(**extra_env: str) -> Iterator[LocalCluster]:
+def local_cluster(launcher: Sequence[str] = (), **extra_env: str) -> Iterator[LocalCluster]:
     """A cluster in a fresh temporary folder (short: Ray's Unix socket paths must fit 107 bytes), killed and
     removed afterwards, however the block ends."""
     temp_dir = Path(tempfile.mkdtemp(prefix="ray-", dir="/tmp"))
-    cluster = LocalCluster(temp_dir=temp_dir, env=ray_env(**extra_env))
+    cluster = LocalCluster(temp_dir=temp_dir, env=ray_env(**extra_env), launcher=tuple(launcher))
     try:
         yield cluster
     finally:

@@ -4,8 +4,9 @@ loopback-only network namespace (tests.deploy.ray_cluster).
 A real three-node Ray cluster on this machine (head + two worker nodes, each offering one `fusion_slot`, a custom
 resource each replica needs: so at most one replica per node), the shipped deploy/ray/serve-cpu.yaml deployed with
 `serve run` with two replicas (and what a laptop-sized test changes: loopback, ports, sizes), requests through
-Ray's HTTP proxy, then one replica's node killed (SIGKILL to all its processes) under load from a few clients
-until Ray has a second replica running again on the free slot. Writes what happened as JSON; the test judges it.
+Ray's HTTP proxy, then, under load from a few clients, one replica's node killed (SIGKILL to all its processes)
+until Ray has a second replica running again on the free slot, and last a scale-down to one replica (a graceful
+shutdown). Writes what happened as JSON; the test judges it.
 """
 from __future__ import annotations
 
@@ -197,7 +198,22 @@ def run(cluster: LocalCluster, result: dict[str, Any]) -> None:
         result["recovered_at_s"] = clock()
         end = len(load.outcomes) + 50
         wait_for(lambda: len(load.outcomes) >= end, "50 answers after recovery", 120)
-    result["replicas_per_node_after"] = {n.name: len(replica_pids(n)) for n in cluster.nodes if n is not victim}
+        result["replicas_per_node_after"] = {n.name: len(replica_pids(n)) for n in cluster.nodes if n is not victim}
+
+        # Scaled down to one replica under load: Ray stops routing to the one it removes and lets its requests
+        # finish (graceful shutdown), then its lifespan stops the engine and the process exits.
+        survivors = [n for n in cluster.nodes if n is not victim]
+        result["scale_down_at_s"] = clock()
+        config = serve_config(port)
+        config["applications"][0]["deployments"][0]["autoscaling_config"] = {"min_replicas": 1, "max_replicas": 1}
+        config_path.write_text(yaml.safe_dump(config))
+        deploy = subprocess.run([str(ray_bin / "serve"), "run", "--non-blocking", f"--address={cluster.address}",
+                                 str(config_path)], capture_output=True, text=True, env=cluster.env, cwd=ROOT)
+        assert deploy.returncode == 0, deploy.stdout + deploy.stderr
+        wait_for(lambda: sum(len(replica_pids(n)) for n in survivors) == 1, "one replica process left", 120, 0.2)
+        result["scaled_down_at_s"] = clock()
+        end = len(load.outcomes) + 20
+        wait_for(lambda: len(load.outcomes) >= end, "20 answers after the scale-down", 120)
     result["outcomes"] = load.outcomes
     timings["total_s"] = clock()
 

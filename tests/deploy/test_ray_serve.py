@@ -125,7 +125,7 @@ def test_a_ray_cluster_serves_like_the_plain_service_and_survives_losing_a_node(
         + "\n".join(f"{name}: {text[-600:]}" for name, text in result.get("node_logs", {}).items()))
     print(json.dumps({k: result[k] for k in ("timings", "replicas_per_node", "replica_cpu_s_under_load",
                                              "killed", "noticed_at_s", "recovered_at_s",
-                                             "replicas_per_node_after")}))
+                                             "replicas_per_node_after", "scale_down_at_s", "scaled_down_at_s")}))
 
     # Two replicas, one per node; both did work under load.
     assert sorted(result["replicas_per_node"].values()) == [0, 1, 1]
@@ -151,7 +151,7 @@ def test_a_ray_cluster_serves_like_the_plain_service_and_survives_losing_a_node(
     outcomes = result["outcomes"]
     failed = [o for o in outcomes if o[1] != "200"]
     during = [o for o in outcomes if killed_at <= o[0] < recovered_at]
-    after = [o for o in outcomes if o[0] >= recovered_at]
+    after = [o for o in outcomes if recovered_at <= o[0] < result["scale_down_at_s"]]
     print(f"sent {len(outcomes)}, answered {len(outcomes) - len(failed)}, failed {len(failed)}; "
           f"between the kill and the replacement: {len(during)} sent, "
           f"{sum(o[1] == '200' for o in during)} answered; after: {len(after)}")
@@ -162,3 +162,8 @@ def test_a_ray_cluster_serves_like_the_plain_service_and_survives_losing_a_node(
     assert sum(o[1] == "200" for o in during) >= 20  # the surviving replica kept answering
     assert after and all(o[1] == "200" for o in after[-50:])
     assert sorted(result["replicas_per_node_after"].values()) == [1, 1]  # the replacement is on the free slot
+
+    # A replica removed by a scale-down drains: not one request fails.
+    scaling = [o for o in outcomes if o[0] >= result["scale_down_at_s"]]
+    print(f"scale-down: {len(scaling)} sent, {sum(o[1] == '200' for o in scaling)} answered")
+    assert len(scaling) >= 20 and all(o[1] == "200" for o in scaling), [o for o in scaling if o[1] != "200"][:10]
