@@ -19,7 +19,7 @@ AUDIO_FORMATS = {"WAV": "WAV", "WAVEX": "WAV", "RF64": "WAV", "W64": "WAV", "FLA
 Image.MAX_IMAGE_PIXELS = None
 # Untrusted files make Pillow warn (corrupt EXIF, truncated chunks); our own checks decide what to refuse, so the
 # warnings are only noise in the logs. One process-wide filter: `catch_warnings` per call is not thread-safe.
-warnings.filterwarnings("ignore", module=r"(PIL(\..*)?|app\.decoding)$")
+warnings.filterwarnings("ignore", module=r"(PIL(\..*)?|app\.inputs\.audio)$")
 _IMAGE_SIGNATURES = (
     (b"\xff\xd8\xff", "JPEG"),
     (b"\x89PNG\r\n\x1a\n", "PNG"),
