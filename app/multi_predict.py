@@ -14,7 +14,7 @@ from typing import TypeVar
 
 from app.batching import BatchResult
 from app.collate import Sample
-from app.inputs.audio import DecodeLimits
+from app.inputs import DecodeLimits
 from app.errors import MissingInput, PayloadTooLarge, ServiceError
 from app.serving import Job, Prediction, RawInputs, ServedModel, Scored, prepare_sample, run_cpu
 

@@ -11,7 +11,7 @@ from scipy.signal import resample_poly
 from torchvision.transforms.v2 import functional as F
 
 from app.collate import Sample
-from app.inputs.audio import Waveform
+from app.inputs import Waveform
 from app.model.spec import ArtifactSpec, AudioSpec, ImageSpec, TextSpec
 from app.tokenizer import Tokenizer
 

@@ -26,7 +26,7 @@ import torch
 from app.batching import Announcement, BatchConfig, BatchObserver, BatchResult, DynamicBatcher
 from app.collate import Sample
 from app.config import Settings
-from app.inputs.audio import DecodeLimits, decode_audio, decode_image, decode_text
+from app.inputs import DecodeLimits, decode_audio, decode_image, decode_text
 from app.errors import ArtifactError, MissingInput, ModalityNotSupported, ModelNotFound
 from app.inference import Predictor, resolve_device
 from app.model.artifact import MODEL_NAME_RE, is_artifact_dir, load_artifact

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import torch
 
-from app.inputs.audio import DecodeLimits
+from app.inputs import DecodeLimits
 from app.inference import Predictor, resolve_device
 from app.model.artifact import load_artifact
 from app.preprocessing import Preprocessor

@@ -1,136 +1,20 @@
-"""Untrusted bytes -> PIL image / waveform / text. The type is decided by content, and every limit is checked
-from the headers before any pixel or sample is decoded."""
+"""Untrusted bytes -> waveform. The type is decided by content, and the rate, channel, length and sample limits
+are checked from the headers before any sample is decoded."""
 from __future__ import annotations
 
 import io
-import warnings
-from dataclasses import dataclass
 
 import numpy as np
 import soundfile as sf
-from PIL import Image, ImageOps, UnidentifiedImageError
 
 from app.errors import CorruptInput, PayloadTooLarge, UnsupportedMediaType
+from app.inputs.limits import DecodeLimits, Waveform
 
-# Pillow is only ever asked for these formats, so no other plugin (EPS via Ghostscript, say) can run.
-IMAGE_FORMATS = ("JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF")
 AUDIO_FORMATS = {"WAV": "WAV", "WAVEX": "WAV", "RF64": "WAV", "W64": "WAV", "FLAC": "FLAC", "OGG": "OGG", "MP3": "MP3"}
-# Our own pixel limit (configurable, checked from the header before decoding) replaces Pillow's global one.
-Image.MAX_IMAGE_PIXELS = None
-# Untrusted files make Pillow warn (corrupt EXIF, truncated chunks); our own checks decide what to refuse, so the
-# warnings are only noise in the logs. One process-wide filter: `catch_warnings` per call is not thread-safe.
-warnings.filterwarnings("ignore", module=r"(PIL(\..*)?|app\.inputs\.audio)$")
-_IMAGE_SIGNATURES = (
-    (b"\xff\xd8\xff", "JPEG"),
-    (b"\x89PNG\r\n\x1a\n", "PNG"),
-    (b"GIF87a", "GIF"),
-    (b"GIF89a", "GIF"),
-    (b"II*\x00", "TIFF"),
-    (b"MM\x00*", "TIFF"),
-)
-# Every pixel mode those formats decode to; preprocessing.to_mode converts each of them.
-IMAGE_MODES = frozenset(
-    {"1", "L", "LA", "La", "P", "PA", "RGB", "RGBA", "RGBa", "RGBX", "CMYK", "YCbCr", "LAB",
-     "I", "I;16", "I;16L", "I;16B", "I;16N", "F"}
-)
 _AUDIO_SIGNATURES = {b"fLaC": "a FLAC", b"OggS": "an OGG", b"ID3\x03": "an MP3", b"ID3\x04": "an MP3"}
 MIN_SAMPLE_RATE = 1000
 MAX_SAMPLE_RATE = 384_000
 MAX_CHANNELS = 64
-_UTF8_MAX_BYTES_PER_CHAR = 4
-
-
-@dataclass(frozen=True, slots=True)
-class DecodeLimits:
-    """What one request may contain; set from Settings."""
-
-    max_image_pixels: int = 40_000_000
-    max_image_frames: int = 1000
-    max_audio_seconds: float = 60.0
-    max_audio_samples: int = 24_000_000
-    max_text_chars: int = 10_000
-
-
-@dataclass(frozen=True, slots=True)
-class Waveform:
-    """Decoded audio: samples [frames, channels] float32 in [-1, 1] at `sample_rate` Hz."""
-
-    samples: np.ndarray
-    sample_rate: int
-
-
-def decode_image(data: bytes, limits: DecodeLimits) -> Image.Image:
-    """The first frame of a JPEG/PNG/WebP/GIF/BMP/TIFF, EXIF orientation applied, in its original mode."""
-    try:
-        im = Image.open(io.BytesIO(data), formats=IMAGE_FORMATS)
-    except UnidentifiedImageError:
-        if (declared := _image_signature(data)) is not None:
-            raise CorruptInput(
-                f"image: the file starts like a {declared} but is truncated or corrupt; re-encode it and send it again"
-            ) from None
-        raise UnsupportedMediaType(
-            f"image: the file is not a supported image; send one of {', '.join(IMAGE_FORMATS)} "
-            "(the type is read from the file's content, not its name)"
-        ) from None
-    except Image.DecompressionBombError:
-        raise PayloadTooLarge(_too_many_pixels(limits)) from None
-    except Exception:  # noqa: BLE001 - any failure to parse untrusted bytes is the caller's corrupt file
-        raise CorruptInput("image: the file is corrupt or truncated; re-encode it and send it again") from None
-    width, height = im.size
-    if width < 1 or height < 1:
-        raise CorruptInput("image: the file declares an empty (0-pixel) image")
-    if width * height > limits.max_image_pixels:
-        raise PayloadTooLarge(_too_many_pixels(limits, width, height))
-    try:
-        too_many_frames = _has_more_frames_than(im, limits.max_image_frames)
-        if not too_many_frames:
-            im.seek(0)
-            im.load()
-            ImageOps.exif_transpose(im, in_place=True)
-    except Image.DecompressionBombError:
-        raise PayloadTooLarge(_too_many_pixels(limits)) from None
-    except Exception:  # noqa: BLE001 - see above
-        raise CorruptInput(
-            f"image: the {im.format} file is corrupt or truncated and could not be decoded; re-encode and send it again"
-        ) from None
-    if too_many_frames:
-        raise PayloadTooLarge(
-            f"image: the file holds more than {limits.max_image_frames:,} frames; send a still image (or one frame)"
-        )
-    if im.mode not in IMAGE_MODES:
-        raise UnsupportedMediaType(f"image: pixel mode {im.mode!r} is not supported; send grey, RGB(A) or palette")
-    return im
-
-
-def _has_more_frames_than(im: Image.Image, limit: int) -> bool:
-    """Whether an image holds more than `limit` frames, found without decoding a pixel or walking past the limit."""
-    if im.format in ("PNG", "WEBP"):
-        return int(getattr(im, "n_frames", 1)) > limit  # declared in a header (APNG's acTL, WebP's ANIM)
-    if im.format == "GIF":
-        # GIF declares no count; Pillow's own n_frames walks the frame headers like this, but to the end of the file.
-        try:
-            for frame in range(1, limit + 1):
-                im._seek(frame, False)  # type: ignore[attr-defined]  # noqa: SLF001 - headers only, no decoding
-        except EOFError:
-            return False
-        return True
-    try:
-        im.seek(limit)  # TIFF: follows the directory chain up to frame `limit`; single-frame formats raise at once
-    except EOFError:
-        return False
-    return True
-
-
-def _image_signature(data: bytes) -> str | None:
-    """The accepted format whose signature `data` starts with, if any."""
-    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
-        return "WEBP"
-    return next((fmt for magic, fmt in _IMAGE_SIGNATURES if data.startswith(magic)), None)
-
-
-def _too_many_pixels(limits: DecodeLimits, width: int | None = None, height: int | None = None) -> str:
-    size = f" is {width}x{height} pixels and" if width else ""
-    return f"image:{size} exceeds the limit of {limits.max_image_pixels:,} pixels; downscale it before sending"
 
 
 def decode_audio(data: bytes, limits: DecodeLimits) -> Waveform:
@@ -220,23 +104,3 @@ def _check_wav(data: bytes) -> None:
                 )
             return
         pos += 8 + size + (size & 1)
-
-
-def decode_text(data: bytes | str, limits: DecodeLimits) -> str:
-    """Strict UTF-8 text; NUL characters and empty or whitespace-only texts are refused."""
-    if isinstance(data, bytes):
-        if len(data) > _UTF8_MAX_BYTES_PER_CHAR * limits.max_text_chars:  # over the limit whatever it decodes to
-            raise PayloadTooLarge(f"text: {len(data):,} bytes; the limit is {limits.max_text_chars:,} characters")
-        try:
-            text = data.decode("utf-8")
-        except UnicodeDecodeError as exc:
-            raise CorruptInput(f"text: not valid UTF-8 (bad byte at offset {exc.start}); send UTF-8 text") from None
-    else:
-        text = data
-    if len(text) > limits.max_text_chars:
-        raise PayloadTooLarge(f"text: {len(text):,} characters; the limit is {limits.max_text_chars:,}")
-    if "\x00" in text:
-        raise CorruptInput("text: contains NUL characters; remove them")
-    if not text.strip():
-        raise CorruptInput("text: empty or only whitespace; send some text, or leave the field out")
-    return text

@@ -9,7 +9,7 @@ import torch
 from tqdm import tqdm
 
 from app.collate import Sample
-from app.inputs.audio import DecodeLimits, decode_audio, decode_image, decode_text
+from app.inputs import DecodeLimits, decode_audio, decode_image, decode_text
 from app.errors import ServiceError
 from app.model.spec import MODALITIES
 from app.preprocessing import Preprocessor

@@ -9,7 +9,7 @@ import soundfile as sf
 import torch
 from PIL import Image
 
-from app.inputs.audio import DecodeLimits, decode_audio, decode_image, decode_text
+from app.inputs import DecodeLimits, decode_audio, decode_image, decode_text
 from app.errors import CorruptInput, PayloadTooLarge, UnsupportedMediaType
 from app.preprocessing import Preprocessor, fit_clip
 from tests.helpers import png_bytes, tiny_spec, wav_bytes

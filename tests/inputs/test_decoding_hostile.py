@@ -9,7 +9,7 @@ import pytest
 import torch
 from PIL import Image, ImageFile
 
-from app.inputs.audio import IMAGE_MODES, DecodeLimits, decode_audio, decode_image, decode_text
+from app.inputs import IMAGE_MODES, DecodeLimits, decode_audio, decode_image, decode_text
 from app.errors import CorruptInput, InvalidInput, PayloadTooLarge, UnsupportedMediaType
 from app.model.spec import ImageSpec
 from app.preprocessing import Preprocessor

@@ -11,7 +11,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from app.api.multipart import FormLimits, read_form
-from app.inputs.audio import DecodeLimits, Waveform, decode_audio, decode_image, decode_text
+from app.inputs import DecodeLimits, Waveform, decode_audio, decode_image, decode_text
 from app.errors import InvalidInput
 from app.model.spec import ImageSpec
 from app.preprocessing import Preprocessor

@@ -14,7 +14,7 @@ from app.api.lean_route import LeanRoute
 from app.api.multipart import FormLimits, read_form
 from app.api.schemas import ErrorBody, PredictResponse
 from app.config import Settings
-from app.inputs.audio import DecodeLimits
+from app.inputs import DecodeLimits
 from app.model.spec import MODALITIES
 from app.serving import Prediction, RawInputs, ServedModel
 
