@@ -48,6 +48,7 @@ CASES: list[Case] = [
     ("text-overlong-utf8", lambda: {"files": {"text": (None, b"\xc0\xaf")}}, 422),
     ("text-nul", lambda: {"files": {"text": (None, b"a\x00b")}}, 422),
     ("text-unicode-whitespace", lambda: {"files": {"text": (None, " \u3000\u00a0\n".encode())}}, 422),
+    ("text-zero-width-only", lambda: {"files": {"text": (None, "\u200b\u2060\ufeff \u200b".encode())}}, 422),
     ("text-too-many-bytes", lambda: {"files": {"text": (None, b"x" * 50_000)}}, 413),
     ("text-one-huge-token", lambda: {"files": {"text": (None, b"y" * 10_000)}}, 200),
     ("text-rtl-combining-bidi-emoji",

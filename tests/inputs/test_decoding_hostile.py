@@ -156,6 +156,9 @@ def test_decoded_samples_are_bounded_across_channels() -> None:
         (b"ok \xf8\x88\x80\x80\x80", CorruptInput, "UTF-8"),  # 5-byte sequence
         (b"\x00", CorruptInput, "NUL"),
         (" \u00a0\u3000\t\n".encode(), CorruptInput, "whitespace"),  # Unicode spaces are whitespace too
+        ("\u200b\u2060\ufeff".encode(), CorruptInput, "invisible"),  # zero-width space, word joiner, BOM
+        (" \u200b \u200c\u200d\u00ad\u200e\u2061".encode(), CorruptInput, "invisible"),  # other format characters
+        ("\u3164\u2800\ufe0f\U000e0020\x01".encode(), CorruptInput, "invisible"),  # fillers, blanks, selectors, tags
         (b"x" * 40_001, PayloadTooLarge, "bytes; the limit is 10,000 characters"),  # not even decoded
         ("七".encode() * 10_001, PayloadTooLarge, "10,001 characters"),
     ],
