@@ -1,5 +1,7 @@
-"""Untrusted bytes -> waveform. The type is decided by content, and the rate, channel, length and sample limits
-are checked from the headers before any sample is decoded."""
+"""Untrusted bytes -> waveform. The container is sniffed from the content; libsndfile decodes what it does best
+(WAV, W64, RF64, FLAC, OGG, MP3), FFmpeg's libraries (app.inputs.audio_av) the rest. The rate, channel, length and
+sample limits are checked from the headers before any sample is decoded, and again while decoding where a container
+does not declare them."""
 from __future__ import annotations
 
 import io
@@ -8,40 +10,46 @@ import numpy as np
 import soundfile as sf
 
 from app.errors import CorruptInput, PayloadTooLarge, UnsupportedMediaType
-from app.inputs.limits import DecodeLimits, Waveform
+from app.inputs.audio_av import decode_with_av
+from app.inputs.limits import DecodeLimits, Waveform, check_rate_and_channels
+from app.inputs.sniff import AIFF, AUDIO_NAMES, WAV, AudioType, sniff_audio
 
-AUDIO_FORMATS = {"WAV": "WAV", "WAVEX": "WAV", "RF64": "WAV", "W64": "WAV", "FLAC": "FLAC", "OGG": "OGG", "MP3": "MP3"}
-_AUDIO_SIGNATURES = {b"fLaC": "a FLAC", b"OggS": "an OGG", b"ID3\x03": "an MP3", b"ID3\x04": "an MP3"}
-MIN_SAMPLE_RATE = 1000
-MAX_SAMPLE_RATE = 384_000
-MAX_CHANNELS = 64
+# libsndfile's names for the containers it may read (it is never asked to read AIFF, AU, VOC, ...).
+_SOUNDFILE_FORMATS = frozenset({"WAV", "WAVEX", "RF64", "W64", "FLAC", "OGG"})
+# WAV codecs (format tags) whose length libsndfile knows exactly: PCM, MS ADPCM, float, A-law, u-law, IMA ADPCM,
+# GSM 6.10, WAVE_FORMAT_EXTENSIBLE (PCM or float inside). Others (MP3, AAC, ...) go to FFmpeg's WAV demuxer.
+_SOUNDFILE_WAV_CODECS = frozenset({0x0001, 0x0002, 0x0003, 0x0006, 0x0007, 0x0011, 0x0031, 0xFFFE})
 
 
 def decode_audio(data: bytes, limits: DecodeLimits) -> Waveform:
-    """Decode WAV (any PCM/float width), FLAC, OGG or MP3; the declared rate, channels, length and samples are
-    checked before decoding."""
-    _check_wav(data)
-    try:
-        f = sf.SoundFile(io.BytesIO(data))
-    except Exception:  # noqa: BLE001 - libsndfile raises several types for unknown content
-        if data[:4] in _AUDIO_SIGNATURES:
-            raise CorruptInput(
-                f"audio: the file starts like {_AUDIO_SIGNATURES[data[:4]]} but is truncated or corrupt; "
-                "re-encode it and send it again"
-            ) from None
-        if _is_wav(data):
-            raise UnsupportedMediaType(
-                "audio: the content is a WAV file with an unsupported encoding or a broken header; "
-                "send PCM, float, u-law, A-law or ADPCM WAV, FLAC, OGG or MP3"
-            ) from None
+    """Decode any accepted container and codec (see app.inputs.sniff) to float32 samples."""
+    kind = sniff_audio(data)
+    if kind is None:
         raise UnsupportedMediaType(
-            "audio: the file is not a supported audio file; send WAV, FLAC, OGG or MP3 "
+            f"audio: the file is not a supported audio file; send {AUDIO_NAMES} "
             "(the type is read from the file's content, not its name)"
-        ) from None
+        )
+    use_soundfile = kind.soundfile
+    if kind is WAV:
+        data, codec = _check_wav(data)
+        use_soundfile = codec is None or codec in _SOUNDFILE_WAV_CODECS
+    elif kind is AIFF:
+        data = _fill_in_aiff_lengths(data)
+    if use_soundfile:
+        try:
+            f = sf.SoundFile(io.BytesIO(data))
+        except Exception:  # noqa: BLE001 - libsndfile raises several types for what it cannot read
+            f = None  # e.g. MP3 or GSM inside RIFF, or a broken header: FFmpeg's demuxer for the same container
+        if f is not None:
+            return _decode_with_soundfile(f, kind, limits)
+    return decode_with_av(data, kind, limits)
+
+
+def _decode_with_soundfile(f: sf.SoundFile, kind: AudioType, limits: DecodeLimits) -> Waveform:
     with f:
-        if f.format not in AUDIO_FORMATS:
-            raise UnsupportedMediaType(f"audio: {f.format} files are not accepted; send WAV, FLAC, OGG or MP3")
-        _check_rate_and_channels(f.samplerate, f.channels)
+        if f.format not in _SOUNDFILE_FORMATS:  # content that libsndfile reads as another container than sniffed
+            raise CorruptInput(f"audio: the file starts like {kind.label} but is not one; re-encode it")
+        check_rate_and_channels(f.samplerate, f.channels)
         if f.frames <= 0:
             raise CorruptInput("audio: the file holds no samples")
         seconds = f.frames / f.samplerate
@@ -69,38 +77,50 @@ def decode_audio(data: bytes, limits: DecodeLimits) -> Waveform:
     return Waveform(samples=samples, sample_rate=rate)
 
 
-def _is_wav(data: bytes) -> bool:
-    return data[:4] == b"RIFF" and data[8:12] == b"WAVE"
-
-
-def _check_rate_and_channels(rate: int, channels: int) -> None:
-    if not MIN_SAMPLE_RATE <= rate <= MAX_SAMPLE_RATE:
-        raise CorruptInput(
-            f"audio: the file declares a sample rate of {rate} Hz; "
-            f"it must be between {MIN_SAMPLE_RATE} and {MAX_SAMPLE_RATE} Hz"
-        )
-    if not 1 <= channels <= MAX_CHANNELS:
-        raise CorruptInput(f"audio: the file declares {channels} channels; 1 to {MAX_CHANNELS} are accepted")
-
-
-def _check_wav(data: bytes) -> None:
+def _check_wav(data: bytes) -> tuple[bytes, int | None]:
     """A RIFF/WAVE's header, before libsndfile reads it: libsndfile takes a zero rate or channel count for an
-    unknown format, and quietly shortens a data chunk that claims more bytes than the file has."""
-    if not _is_wav(data):
-        return
-    pos = 12
+    unknown format, and quietly shortens a data chunk that claims more bytes than the file has. A data chunk of
+    unknown length (0 or 0xFFFFFFFF, written by a tool streaming to a pipe) is given the length it holds.
+    Returns the data, so amended, and the codec's format tag."""
+    if data[:4] != b"RIFF":
+        return data, None  # RF64/BW64: their sizes live in a ds64 chunk that libsndfile and FFmpeg check themselves
+    pos, codec = 12, None
     while pos + 8 <= len(data):
         chunk, size = data[pos : pos + 4], int.from_bytes(data[pos + 4 : pos + 8], "little")
         if chunk == b"fmt " and size >= 16 and pos + 24 <= len(data):
+            codec = int.from_bytes(data[pos + 8 : pos + 10], "little")
             channels = int.from_bytes(data[pos + 10 : pos + 12], "little")
             rate = int.from_bytes(data[pos + 12 : pos + 16], "little")
-            _check_rate_and_channels(rate, channels)
+            check_rate_and_channels(rate, channels)
         elif chunk == b"data":
             held = len(data) - (pos + 8)
-            # 0 and 0xFFFFFFFF mean "unknown length" (written by streaming tools): nothing to compare.
-            if size not in (0, 0xFFFFFFFF) and size > held:
+            if size in (0, 0xFFFFFFFF):  # unknown length: what follows the header is the data
+                fixed = bytearray(data)
+                fixed[4:8] = min(len(data) - 8, 0xFFFFFFFF).to_bytes(4, "little")
+                fixed[pos + 4 : pos + 8] = min(held, 0xFFFFFFFF).to_bytes(4, "little")
+                return bytes(fixed), codec
+            if size > held:
                 raise CorruptInput(
                     f"audio: the WAV file is truncated: its data chunk declares {size:,} bytes but holds {held:,}"
                 )
-            return
+            return data, codec
         pos += 8 + size + (size & 1)
+    return data, codec
+
+
+def _fill_in_aiff_lengths(data: bytes) -> bytes:
+    """An AIFF written to a pipe leaves its FORM and SSND sizes 0 (unknown): give them the length the file holds,
+    as for WAV. FFmpeg's demuxer refuses a FORM of size 0 and reads nothing from an SSND of size 0."""
+    if data[4:8] not in (b"\0\0\0\0", b"\xff\xff\xff\xff"):
+        return data
+    fixed = bytearray(data)
+    fixed[4:8] = min(len(data) - 8, 0xFFFFFFFF).to_bytes(4, "big")
+    pos = 12
+    while pos + 8 <= len(data):
+        chunk, size = data[pos : pos + 4], int.from_bytes(data[pos + 4 : pos + 8], "big")
+        if chunk == b"SSND":
+            if size in (0, 0xFFFFFFFF):
+                fixed[pos + 4 : pos + 8] = min(len(data) - pos - 8, 0xFFFFFFFF).to_bytes(4, "big")
+            break
+        pos += 8 + size + (size & 1)
+    return bytes(fixed)

@@ -5,26 +5,26 @@ from __future__ import annotations
 import io
 import warnings
 
+import pillow_heif
 from PIL import Image, ImageOps, UnidentifiedImageError
+from pillow_jxl import JpegXLImagePlugin
 
 from app.errors import CorruptInput, PayloadTooLarge, UnsupportedMediaType
+from app.inputs import image_jxl
 from app.inputs.limits import DecodeLimits
+from app.inputs.sniff import sniff_image
 
-# Pillow is only ever asked for these formats, so no other plugin (EPS via Ghostscript, say) can run.
-IMAGE_FORMATS = ("JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF")
+# Pillow is only ever asked for these formats, so no other plugin (EPS via Ghostscript, say) can run; a file whose
+# signature names one of them is opened by that plugin alone. AVIF is Pillow's own (libavif); HEIF (HEIC photos)
+# comes from pillow-heif (libheif), JPEG XL from pillow-jxl-plugin (libjxl).
+IMAGE_FORMATS = ("JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF", "AVIF", "HEIF", "JXL")
+pillow_heif.register_heif_opener(thumbnails=False, depth_images=False, aux_images=False)
+JpegXLImagePlugin.DECODE_THREADS = 0  # one thread per image, like every other decoder: the service runs many at once
 # Our own pixel limit (configurable, checked from the header before decoding) replaces Pillow's global one.
 Image.MAX_IMAGE_PIXELS = None
 # Untrusted files make Pillow warn (corrupt EXIF, truncated chunks); our own checks decide what to refuse, so the
 # warnings are only noise in the logs. One process-wide filter: `catch_warnings` per call is not thread-safe.
-warnings.filterwarnings("ignore", module=r"(PIL(\..*)?|app\.inputs\..*)$")
-_IMAGE_SIGNATURES = (
-    (b"\xff\xd8\xff", "JPEG"),
-    (b"\x89PNG\r\n\x1a\n", "PNG"),
-    (b"GIF87a", "GIF"),
-    (b"GIF89a", "GIF"),
-    (b"II*\x00", "TIFF"),
-    (b"MM\x00*", "TIFF"),
-)
+warnings.filterwarnings("ignore", module=r"(PIL(\..*)?|pillow_heif(\..*)?|pillow_jxl(\..*)?|app\.inputs\..*)$")
 # Every pixel mode those formats decode to; preprocessing.to_mode converts each of them.
 IMAGE_MODES = frozenset(
     {"1", "L", "LA", "La", "P", "PA", "RGB", "RGBA", "RGBa", "RGBX", "CMYK", "YCbCr", "LAB",
@@ -33,13 +33,18 @@ IMAGE_MODES = frozenset(
 
 
 def decode_image(data: bytes, limits: DecodeLimits) -> Image.Image:
-    """The first frame of a JPEG/PNG/WebP/GIF/BMP/TIFF, EXIF orientation applied, in its original mode."""
+    """The first frame of a JPEG/PNG/WebP/GIF/BMP/TIFF/AVIF/HEIF/JPEG XL, EXIF orientation applied, in its
+    original mode."""
+    declared = sniff_image(data)
+    if declared == "JXL":
+        _check_jxl_header(data, limits)
     try:
-        im = Image.open(io.BytesIO(data), formats=IMAGE_FORMATS)
+        im = Image.open(io.BytesIO(data), formats=(declared,) if declared else IMAGE_FORMATS)
     except UnidentifiedImageError:
-        if (declared := _image_signature(data)) is not None:
+        if declared is not None:
             raise CorruptInput(
-                f"image: the file starts like a {declared} but is truncated or corrupt; re-encode it and send it again"
+                f"image: the file starts like {'an' if declared == 'AVIF' else 'a'} {declared} but is truncated or corrupt; "
+                "re-encode it and send it again"
             ) from None
         raise UnsupportedMediaType(
             f"image: the file is not a supported image; send one of {', '.join(IMAGE_FORMATS)} "
@@ -94,11 +99,16 @@ def _has_more_frames_than(im: Image.Image, limit: int) -> bool:
     return True
 
 
-def _image_signature(data: bytes) -> str | None:
-    """The accepted format whose signature `data` starts with, if any."""
-    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
-        return "WEBP"
-    return next((fmt for magic, fmt in _IMAGE_SIGNATURES if data.startswith(magic)), None)
+def _check_jxl_header(data: bytes, limits: DecodeLimits) -> None:
+    """The JPEG XL plugin decodes on open: check the size (and refuse animations) from the header first."""
+    try:
+        header = image_jxl.read_header(data)
+    except ValueError:
+        raise CorruptInput("image: the file starts like a JXL but its header is truncated or corrupt") from None
+    if header.width * header.height > limits.max_image_pixels:
+        raise PayloadTooLarge(_too_many_pixels(limits, header.width, header.height))
+    if header.animated:
+        raise UnsupportedMediaType("image: animated JPEG XL is not accepted; send a still image")
 
 
 def _too_many_pixels(limits: DecodeLimits, width: int | None = None, height: int | None = None) -> str:

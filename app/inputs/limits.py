@@ -5,6 +5,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from app.errors import CorruptInput
+
+MIN_SAMPLE_RATE = 1000
+MAX_SAMPLE_RATE = 384_000
+MAX_CHANNELS = 64
+
 
 @dataclass(frozen=True, slots=True)
 class DecodeLimits:
@@ -15,6 +21,9 @@ class DecodeLimits:
     max_audio_seconds: float = 60.0
     max_audio_samples: int = 24_000_000
     max_text_chars: int = 10_000
+    # CPU seconds one audio file may take to decode: far above any file within the other limits; it stops a decoder
+    # that a crafted file keeps busy.
+    max_decode_seconds: float = 5.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -23,3 +32,14 @@ class Waveform:
 
     samples: np.ndarray
     sample_rate: int
+
+
+def check_rate_and_channels(rate: int, channels: int) -> None:
+    """CorruptInput unless the declared rate and channel count are within what any decoder accepts."""
+    if not MIN_SAMPLE_RATE <= rate <= MAX_SAMPLE_RATE:
+        raise CorruptInput(
+            f"audio: the file declares a sample rate of {rate} Hz; "
+            f"it must be between {MIN_SAMPLE_RATE} and {MAX_SAMPLE_RATE} Hz"
+        )
+    if not 1 <= channels <= MAX_CHANNELS:
+        raise CorruptInput(f"audio: the file declares {channels} channels; 1 to {MAX_CHANNELS} are accepted")
