@@ -41,7 +41,6 @@ _FORMAT_OPTIONS = {
     "protocol_whitelist": "none",  # no nested or external resource (MOV references, playlists) is ever opened
     "probesize": str(1 << 20),
     "analyzeduration": "2000000",  # microseconds of each stream the prober may read: enough to know its format
-    "fflags": "+nofillin",
 }
 # Integer sample formats -> the scale that maps them to [-1, 1].
 _INT_SCALE = {"u8": 128.0, "u8p": 128.0, "s16": 32768.0, "s16p": 32768.0, "s32": 2.0**31, "s32p": 2.0**31,
