@@ -6,8 +6,10 @@ FFmpeg never guesses: the demuxer is the one the content was sniffed as (app.inp
 external resources cannot be opened, and the stream count, rate, channels, duration and decoded samples are checked
 before decoding where the container declares them and again on every decoded frame, so a file that hides its length
 is stopped at the limit, not decoded to its end. Decoding is bounded in CPU time as well (`DecodeLimits.
-max_decode_seconds`): checked before every packet, and FFmpeg's own interrupt callback (PyAV's `timeout`) stops a
-demuxer that loops while opening or reading one packet."""
+max_decode_seconds`, the decoding thread's CPU clock, so a loaded machine does not refuse good files): checked
+before every packet and on every read FFmpeg makes from the upload, so a demuxer that scans megabytes of junk for a
+sync code is stopped too. (PyAV's `timeout`, FFmpeg's interrupt callback, was tried: for a file read from memory
+the demuxers never consult it.)"""
 from __future__ import annotations
 
 import io
@@ -47,14 +49,33 @@ _INT_SCALE = {"u8": 128.0, "u8p": 128.0, "s16": 32768.0, "s16p": 32768.0, "s32":
               "s64": 2.0**63, "s64p": 2.0**63}
 
 
+class _BudgetedReader(io.BytesIO):
+    """The upload as FFmpeg reads it: once the decoding thread's CPU budget is spent, it reads as the end of the
+    file (an exception raised here would be logged by PyAV for every read FFmpeg retries), and says so."""
+
+    def __init__(self, data: bytes, cpu_deadline: float) -> None:
+        super().__init__(data)
+        self.cpu_deadline = cpu_deadline
+        self.over_budget = False
+
+    def read(self, size: int | None = -1) -> bytes:
+        if self.over_budget or time.thread_time() > self.cpu_deadline:
+            self.over_budget = True
+            return b""
+        return super().read(size)
+
+
 def decode_with_av(data: bytes, kind: AudioType, limits: DecodeLimits) -> Waveform:
     """Decode the first audio track of `data`, read with the demuxer of the sniffed `kind` (FFmpeg never probes)."""
     budget = limits.max_decode_seconds
     cpu_deadline = time.thread_time() + budget
     label = kind.name
+    reader = _BudgetedReader(data, cpu_deadline)
     try:
-        container = av.open(io.BytesIO(data), format=kind.demuxer, options=_FORMAT_OPTIONS, timeout=budget)
+        container = av.open(reader, format=kind.demuxer, options=_FORMAT_OPTIONS)
     except (av.FFmpegError, EOFError, ValueError, UnicodeDecodeError):
+        if reader.over_budget:
+            raise _over_budget(label, budget) from None
         raise CorruptInput(
             f"audio: the file starts like {kind.label} but is truncated or corrupt; re-encode it"
         ) from None
@@ -62,12 +83,13 @@ def decode_with_av(data: bytes, kind: AudioType, limits: DecodeLimits) -> Wavefo
         stream = _audio_stream(container, label)
         rate, channels = stream.codec_context.sample_rate, stream.codec_context.channels
         check_rate_and_channels(rate, channels)
-        declared = _declared_seconds(stream, container)
+        # Only an exact length refuses a file unread; MP3's and ADTS's are estimated from the first frame's bit rate.
+        declared = _declared_seconds(stream, container) if kind.demuxer in _EXACT_DURATION else None
         if declared is not None and declared > limits.max_audio_seconds:
             raise PayloadTooLarge(_too_long(declared, limits))
         chunks: list[np.ndarray] = []
         total = 0
-        for frame in _frames(container, stream, cpu_deadline, budget, label):
+        for frame in _frames(container, stream, reader, budget, label):
             if frame.sample_rate != rate or len(frame.layout.channels) != channels:
                 raise CorruptInput(
                     f"audio: the {label} file changes from {rate} Hz, {channels} channels to {frame.sample_rate} Hz, "
@@ -82,9 +104,11 @@ def decode_with_av(data: bytes, kind: AudioType, limits: DecodeLimits) -> Wavefo
                     "samples; the limit is that many samples in all: downmix, resample or trim it first"
                 )
             chunks.append(_as_float(frame, channels))
+    if reader.over_budget:  # FFmpeg saw the end of the file early: the budget ran out inside a read
+        raise _over_budget(label, budget)
     if total == 0:
         raise CorruptInput(f"audio: the {label} file holds no samples")
-    if declared is not None and kind.demuxer in _EXACT_DURATION and total / rate < 0.9 * declared - 0.05:
+    if declared is not None and total / rate < 0.9 * declared - 0.05:
         raise CorruptInput(
             f"audio: the {label} file is truncated: it declares {declared:.2f} s but holds {total / rate:.2f} s"
         )
@@ -112,29 +136,24 @@ def _audio_stream(container: av.container.InputContainer, label: str) -> av.Audi
 
 
 def _frames(
-    container: av.container.InputContainer, stream: av.AudioStream, cpu_deadline: float, budget: float, label: str
+    container: av.container.InputContainer, stream: av.AudioStream, reader: _BudgetedReader, budget: float, label: str
 ) -> Iterator[av.AudioFrame]:
     """Decoded frames of `stream`; CorruptInput on a packet the decoder rejects (but the last: a file cut short
     mid-packet keeps what came before it) or once the CPU budget is spent."""
     rejected = False
     try:
         for packet in container.demux(stream):
-            if time.thread_time() > cpu_deadline:
-                raise CorruptInput(
-                    f"audio: decoding the {label} file took more than {budget:g} s of CPU time; "
-                    "it is corrupt or crafted, re-encode it"
-                )
+            if reader.over_budget or time.thread_time() > reader.cpu_deadline:
+                raise _over_budget(label, budget)
             if rejected and packet.size:  # a rejected packet with more after it: corrupt, not cut short
                 raise CorruptInput(f"audio: the {label} file holds a corrupt packet; re-encode it")
             try:
                 yield from packet.decode()
             except (av.InvalidDataError, av.PatchWelcomeError):
                 rejected = True
-    except av.ExitError:  # FFmpeg's interrupt callback: PyAV's timeout fired inside the demuxer
-        raise CorruptInput(
-            f"audio: reading the {label} file took more than {budget:g} s; it is corrupt or crafted, re-encode it"
-        ) from None
     except (av.FFmpegError, EOFError, ValueError, UnicodeDecodeError):
+        if reader.over_budget:
+            raise _over_budget(label, budget) from None
         raise CorruptInput(
             f"audio: the {label} file is corrupt, or holds something other than the codec it declares; re-encode it"
         ) from None
@@ -160,6 +179,13 @@ def _as_float(frame: av.AudioFrame, channels: int) -> np.ndarray:
         out *= np.float32(1.0 / _INT_SCALE[fmt])
         return out
     return arr.astype(np.float32, copy=False)
+
+
+def _over_budget(label: str, budget: float) -> CorruptInput:
+    return CorruptInput(
+        f"audio: decoding the {label} file took more than {budget:g} s of CPU time; it is corrupt or crafted, "
+        "re-encode it"
+    )
 
 
 def _too_long(seconds: float, limits: DecodeLimits, at_least: bool = False) -> str:

@@ -200,12 +200,23 @@ def test_a_container_with_a_thousand_streams_is_refused() -> None:
     assert decode_audio(hostile.streams(3), LIMITS).samples.shape == (1024, 1)  # the first audio track of a few
 
 
-def test_decoding_stops_when_its_cpu_budget_is_spent() -> None:
-    """Stands in for a decoder that a crafted file keeps busy: with no CPU time allowed, the first packet check
-    stops it (a file that does not need the budget is untouched by it: every other test here)."""
+def test_decoding_stops_when_its_cpu_budget_is_spent(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Stands in for a decoder that a crafted file keeps busy: the budget is checked before every packet (a file
+    that does not need the budget is untouched by it: every other test here)."""
     data = media.AUDIO["webm-opus"](hostile.tone(seconds=1.0)[:, 0], 16000)
+    spent = iter([0.0, 0.0, 0.0] + [10.0] * 1000)  # the CPU clock: the budget runs out once decoding has begun
+    monkeypatch.setattr(audio_av.time, "thread_time", lambda: next(spent))
+    with pytest.raises(CorruptInput, match="took more than 5 s of CPU time"):
+        decode_audio(data, LIMITS)
+
+
+def test_a_demuxer_scanning_junk_is_stopped_inside_its_reads(monkeypatch: pytest.MonkeyPatch) -> None:
+    """An MP3 whose first frame is followed by megabytes without a sync code: FFmpeg scans them while it opens the
+    file, before any packet; the budget is checked on each of its reads, so it stops there."""
+    junk = b"ID3\x04" + bytes(6) + b"\xff\xfb\x90\x00" + bytes(range(255)) * 40_000
+    monkeypatch.setattr(audio_av, "_frames", lambda *a: pytest.fail("a packet was reached"))  # type: ignore[arg-type]
     with pytest.raises(CorruptInput, match="took more than 0 s of CPU time"):
-        decode_audio(data, DecodeLimits(max_decode_seconds=0.0))
+        decode_audio(junk, DecodeLimits(max_decode_seconds=0.0))
 
 
 def test_an_hour_of_compressed_silence_is_refused_before_decoding() -> None:
