@@ -178,7 +178,8 @@ def _as_float(frame: av.AudioFrame, channels: int) -> np.ndarray:
             out -= 128.0
         out *= np.float32(1.0 / _INT_SCALE[fmt])
         return out
-    return arr.astype(np.float32, copy=False)
+    # Lossy decoders overshoot full scale on loud passages (and on noise): clip, as playback would.
+    return np.clip(arr, -1.0, 1.0, dtype=np.float32)
 
 
 def _over_budget(label: str, budget: float) -> CorruptInput:
