@@ -50,27 +50,31 @@ _INT_SCALE = {"u8": 128.0, "u8p": 128.0, "s16": 32768.0, "s16p": 32768.0, "s32":
 
 
 class _BudgetedReader(io.BytesIO):
-    """The upload as FFmpeg reads it: once the decoding thread's CPU budget is spent, it reads as the end of the
-    file (an exception raised here would be logged by PyAV for every read FFmpeg retries), and says so."""
+    """The upload as FFmpeg reads it, and the decoding's CPU budget: once it is spent, the upload reads as ended
+    (an exception raised here would be logged by PyAV for every read FFmpeg retries), and `over_budget` says so."""
 
-    def __init__(self, data: bytes, cpu_deadline: float) -> None:
+    def __init__(self, data: bytes, budget: float) -> None:
         super().__init__(data)
-        self.cpu_deadline = cpu_deadline
+        # A thread's CPU time never runs ahead of the wall clock, and the wall clock is the cheaper read (no system
+        # call): the CPU clock is only consulted once the budget has passed in wall time.
+        self.wall_deadline = time.monotonic() + budget
+        self.cpu_deadline = time.thread_time() + budget
         self.over_budget = False
 
+    def spent(self) -> bool:
+        if not self.over_budget and time.monotonic() > self.wall_deadline:
+            self.over_budget = time.thread_time() > self.cpu_deadline
+        return self.over_budget
+
     def read(self, size: int | None = -1) -> bytes:
-        if self.over_budget or time.thread_time() > self.cpu_deadline:
-            self.over_budget = True
-            return b""
-        return super().read(size)
+        return b"" if self.spent() else super().read(size)
 
 
 def decode_with_av(data: bytes, kind: AudioType, limits: DecodeLimits) -> Waveform:
     """Decode the first audio track of `data`, read with the demuxer of the sniffed `kind` (FFmpeg never probes)."""
     budget = limits.max_decode_seconds
-    cpu_deadline = time.thread_time() + budget
     label = kind.name
-    reader = _BudgetedReader(data, cpu_deadline)
+    reader = _BudgetedReader(data, budget)
     try:
         container = av.open(reader, format=kind.demuxer, options=_FORMAT_OPTIONS)
     except (av.FFmpegError, EOFError, ValueError, UnicodeDecodeError):
@@ -143,7 +147,7 @@ def _frames(
     rejected = False
     try:
         for packet in container.demux(stream):
-            if reader.over_budget or time.thread_time() > reader.cpu_deadline:
+            if reader.spent():
                 raise _over_budget(label, budget)
             if rejected and packet.size:  # a rejected packet with more after it: corrupt, not cut short
                 raise CorruptInput(f"audio: the {label} file holds a corrupt packet; re-encode it")

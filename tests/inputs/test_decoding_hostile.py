@@ -201,11 +201,20 @@ def test_a_container_with_a_thousand_streams_is_refused() -> None:
 
 
 def test_decoding_stops_when_its_cpu_budget_is_spent(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Stands in for a decoder that a crafted file keeps busy: the budget is checked before every packet (a file
-    that does not need the budget is untouched by it: every other test here)."""
+    """Stands in for a decoder that a crafted file keeps busy: the budget is checked on FFmpeg's reads and before
+    every packet (a file that does not need the budget is untouched by it: every other test here)."""
     data = media.AUDIO["webm-opus"](hostile.tone(seconds=1.0)[:, 0], 16000)
-    spent = iter([0.0, 0.0, 0.0] + [10.0] * 1000)  # the CPU clock: the budget runs out once decoding has begun
-    monkeypatch.setattr(audio_av.time, "thread_time", lambda: next(spent))
+    class Clock:  # both clocks: 0 when decoding starts, then 10 s on
+        reads = 0
+
+        @classmethod
+        def now(cls) -> float:
+            cls.reads += 1
+            return 0.0 if cls.reads <= 4 else 10.0
+
+        monotonic = thread_time = now
+
+    monkeypatch.setattr(audio_av, "time", Clock)
     with pytest.raises(CorruptInput, match="took more than 5 s of CPU time"):
         decode_audio(data, LIMITS)
 
