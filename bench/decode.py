@@ -94,7 +94,7 @@ def _worker_decode(data: bytes) -> tuple[np.ndarray, int]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rounds", type=int, default=30)
+    parser.add_argument("--rounds", type=int, default=30, help="at least 2")
     parser.add_argument("--baseline", default="32762d6", help="git revision with app/decoding.py (before app/inputs)")
     parser.add_argument("--out", type=Path, default=ROOT / "bench/results/decode.md")
     args = parser.parse_args()
@@ -116,7 +116,8 @@ def main() -> None:
         if kind in SOUNDFILE_KINDS:
             work[(kind, length, "before")] = lambda d=data: old.decode_audio(d, old.DecodeLimits())
     picture = Image.open(ROOT / "bench/assets/digit.png")
-    images = {"png": (ROOT / "bench/assets/digit.png").read_bytes()} | {k: make(picture) for k, make in media.IMAGES.items()}
+    images = {"png": (ROOT / "bench/assets/digit.png").read_bytes()}
+    images |= {k: make(picture) for k, make in media.IMAGES.items()}
     for kind, data in images.items():
         work[(kind, "28x28", "image")] = lambda d=data: decode_image(d, LIMITS).load()
 
@@ -151,7 +152,8 @@ def main() -> None:
         f"{date.today()}, {platform.processor() or platform.machine()}, Python {platform.python_version()}, "
         f"PyAV {av.__version__} (FFmpeg {av.library_versions['libavcodec']}), libsndfile {sf.__libsndfile_version__}, "
         f"load average {' '.join(load)} (2-core shared machine). Command: `python bench/decode.py --rounds "
-        f"{args.rounds}`. Median of {args.rounds} rounds (every entry once per round, in a shuffled order), one thread; spread = 25th-75th percentile.",
+        f"{args.rounds}`. Median of {args.rounds} rounds (every entry once per round, in a shuffled order), one "
+        "thread; spread = 25th-75th percentile.",
         "",
         "## WAV, FLAC, OGG: before (app/decoding.py at " + args.baseline + ") and now, side by side",
         "",
@@ -196,7 +198,8 @@ def main() -> None:
         for length in clips:
             a, b = med[(kind, length, "now")], med[(kind, length, "subprocess")]
             lines.append(f"| {kind} | {length} | {a:.3f} | {b:.3f} | {b - a:.3f} |")
-    lines += ["", "## Images (the shipped 28x28 digit), now", "", "| format | bytes | ms | spread |", "|---|---|---|---|"]
+    lines += ["", "## Images (the shipped 28x28 digit), now", ""]
+    lines += ["| format | bytes | ms | spread |", "|---|---|---|---|"]
     for kind, data in images.items():
         key = (kind, "28x28", "image")
         lines.append(f"| {kind} | {len(data):,} | {med[key]:.3f} | {spread(key)} |")

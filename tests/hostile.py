@@ -264,7 +264,8 @@ def _video_only(container: str, codec: str) -> bytes:
 
 
 def _encoded(container: str, codec: str, **kw: object) -> bytes:
-    return media.encode_with_av(tone(seconds=1.0)[:, 0], 16000, media.Encoding(container, codec, **kw))  # type: ignore[arg-type]
+    encoding = media.Encoding(container, codec, **kw)  # type: ignore[arg-type]
+    return media.encode_with_av(tone(seconds=1.0)[:, 0], 16000, encoding)
 
 
 FOREIGN_AUDIO = {

@@ -43,8 +43,8 @@ def decode_image(data: bytes, limits: DecodeLimits) -> Image.Image:
     except UnidentifiedImageError:
         if declared is not None:
             raise CorruptInput(
-                f"image: the file starts like {'an' if declared == 'AVIF' else 'a'} {declared} but is truncated or corrupt; "
-                "re-encode it and send it again"
+                f"image: the file starts like {'an' if declared == 'AVIF' else 'a'} {declared} but is truncated or "
+                "corrupt; re-encode it and send it again"
             ) from None
         raise UnsupportedMediaType(
             f"image: the file is not a supported image; send one of {', '.join(IMAGE_FORMATS)} "
