@@ -1,5 +1,5 @@
 """Untrusted bytes -> waveform. The container is sniffed from the content; libsndfile decodes what it does best
-(WAV, W64, RF64, FLAC, OGG, MP3), FFmpeg's libraries (app.inputs.audio_av) the rest. The rate, channel, length and
+(WAV, W64, RF64, FLAC, OGG), FFmpeg's libraries (app.inputs.audio_av) the rest. The rate, channel, length and
 sample limits are checked from the headers before any sample is decoded, and again while decoding where a container
 does not declare them."""
 from __future__ import annotations
@@ -39,7 +39,7 @@ def decode_audio(data: bytes, limits: DecodeLimits) -> Waveform:
         try:
             f = sf.SoundFile(io.BytesIO(data))
         except Exception:  # noqa: BLE001 - libsndfile raises several types for what it cannot read
-            f = None  # e.g. MP3 or GSM inside RIFF, or a broken header: FFmpeg's demuxer for the same container
+            f = None  # a codec or a header libsndfile does not take: FFmpeg's demuxer for the same container
         if f is not None:
             return _decode_with_soundfile(f, kind, limits)
     return decode_with_av(data, kind, limits)

@@ -15,7 +15,7 @@ class AudioType:
 
     @property
     def label(self) -> str:
-        return f"{'an' if self.name[0] in 'AEFHILMNORSX' else 'a'} {self.name}"
+        return f"{'an' if self.name[0] in 'AEIMO' else 'a'} {self.name}"  # an MP3, a FLAC
 
 
 WAV = AudioType("WAV", "wav", soundfile=True)
