@@ -17,6 +17,10 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 # Dependencies alone (torch 2.14.1 / torchvision 0.29.1 and their CUDA libraries: gigabytes), read from
 # pyproject.toml: this layer is rebuilt only when the dependencies change, never for a code change.
 FROM base AS deps
+# Where pip looks for packages (pip reads these variables): PyPI unless given, e.g. a mirror or a local index:
+#   docker build --build-arg PIP_INDEX_URL=https://pypi.example.com/simple -t fusion-serve .
+ARG PIP_INDEX_URL
+ARG PIP_EXTRA_INDEX_URL
 WORKDIR /build
 COPY pyproject.toml ./
 RUN python -m venv /opt/venv \
@@ -25,6 +29,9 @@ RUN python -m venv /opt/venv \
 
 # The service itself, as a wheel without dependencies.
 FROM base AS wheel
+# The build backend (setuptools) comes from the same place.
+ARG PIP_INDEX_URL
+ARG PIP_EXTRA_INDEX_URL
 WORKDIR /build
 COPY pyproject.toml README.md ./
 COPY app ./app
