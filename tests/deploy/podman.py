@@ -35,6 +35,11 @@ LOCAL_CAS = Path("/usr/local/share/ca-certificates")
 MIRROR_PORT = 38471  # a fixed port keeps the build arguments, and so the build cache, the same from run to run
 
 
+def report(**values: float) -> None:
+    """Print measurements (shown with `pytest -s`, and with a failure)."""
+    print("\npodman: " + ", ".join(f"{k} {v:.1f}" for k, v in values.items()))
+
+
 def podman_env() -> dict[str, str]:
     return {**os.environ, "CONTAINERS_CONF": str(CONTAINERS_CONF)}
 
@@ -233,3 +238,26 @@ def wait_ready(container: Container, timeout_s: float = 180) -> float:
         assert state["Running"], f"the container exited ({state['ExitCode']}):\n{container.logs()[-4000:]}"
         assert time.monotonic() < end, f"/readyz not 200 after {timeout_s} s:\n{container.logs()[-4000:]}"
         time.sleep(0.25)
+
+
+@contextmanager
+def api_service(folder: Path) -> Iterator[str]:
+    """Podman's Docker-compatible API on a unix socket in `folder` (for the Compose CLI); its DOCKER_HOST."""
+    socket_path = folder / "podman.sock"
+    log = (folder / "podman-service.log").open("wb")
+    service = subprocess.Popen(["podman", "system", "service", "--time=0", f"unix://{socket_path}"], env=podman_env(),
+                               stdout=log, stderr=subprocess.STDOUT)
+    try:
+        end = time.monotonic() + 30
+        while not socket_path.exists():
+            assert service.poll() is None and time.monotonic() < end, (folder / "podman-service.log").read_text()
+            time.sleep(0.1)
+        yield f"unix://{socket_path}"
+    finally:
+        service.terminate()
+        try:
+            service.wait(30)
+        except subprocess.TimeoutExpired:
+            service.kill()
+            service.wait(30)
+        log.close()

@@ -8,7 +8,6 @@ one, and the container runs the image's own command. Needs root and the Debian p
 from __future__ import annotations
 
 import json
-import os
 import re
 import subprocess
 import threading
@@ -23,7 +22,7 @@ import httpx
 import pytest
 import yaml
 
-from tests.deploy.podman import Build, Container, build_image, podman, running, wait_healthy, wait_ready
+from tests.deploy.podman import Build, Container, podman, report, running, wait_healthy, wait_ready
 from tests.deploy.support import COMPOSE_FILE, ROOT, dockerfile, exec_form, final_stage
 from tests.helpers import LABELS, write_tiny_artifact
 from tests.test_shipped_model import readme_example, readme_files
@@ -41,24 +40,6 @@ IMAGE_BUDGET_BYTES = 7_000_000_000
 # Everything the runtime stage adds besides the dependencies: the service's wheel, the default model, the user.
 RUNTIME_EXTRA_BUDGET_BYTES = 20_000_000
 STOP_TIMEOUT_S = 30  # docker-compose.yml's stop_grace_period
-TIMINGS: dict[str, float] = {}
-
-
-def report(**values: float) -> None:
-    TIMINGS.update(values)
-    print("\npodman: " + ", ".join(f"{k} {v:.1f}" for k, v in values.items()))
-
-
-@pytest.fixture(scope="session")
-def built(tmp_path_factory: pytest.TempPathFactory) -> Build:
-    if os.geteuid() != 0:
-        message = "the container tests run rootful Podman: run them as root"
-        if os.environ.get("CI", "").lower() == "true":
-            pytest.fail(message + " (CI=true: CI must run them)", pytrace=False)
-        pytest.skip(message)
-    build = build_image(tmp_path_factory.mktemp("podman"))
-    report(base_image_s=build.base_s, build_s=build.build_s)
-    return build
 
 
 @pytest.fixture(scope="module")
