@@ -39,7 +39,9 @@ pytestmark = [
 IMAGE_BUDGET_BYTES = 7_000_000_000
 # Everything the runtime stage adds besides the dependencies: the service's wheel, the default model, the user.
 RUNTIME_EXTRA_BUDGET_BYTES = 20_000_000
-STOP_TIMEOUT_S = 30  # docker-compose.yml's stop_grace_period
+# `podman stop` waits as long as docker-compose.yml gives the service to drain before it kills it.
+STOP_TIMEOUT_S = int(yaml.safe_load(COMPOSE_FILE.read_text())["services"]["fusion-serve"]["stop_grace_period"]
+                     .removesuffix("s"))
 
 
 @pytest.fixture(scope="module")
@@ -68,7 +70,7 @@ def test_the_image_builds_with_cuda_torch_runs_as_non_root_and_stays_in_its_budg
     (declared,) = [i.args for i in final_stage(dockerfile()) if i.keyword == "HEALTHCHECK"]
     # Kept only in the docker image format (the OCI format has no health check).
     assert image["Healthcheck"]["Test"] == ["CMD", *exec_form(declared.split(" CMD ", 1)[1])]
-    probe = ("import torch, torchvision; print(torch.__version__, torch.version.cuda, torchvision.__version__)")
+    probe = "import torch, torchvision; print(torch.__version__, torch.version.cuda, torchvision.__version__)"
     result = podman("run", "--rm", "--pull=never", "--network", "none", built.image, "python", "-c", probe)
     torch_version, cuda, vision = result.stdout.split()
     pins = dict(d.split("==") for d in tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
