@@ -7,6 +7,7 @@ one, and the container runs the image's own command. Needs root and the Debian p
 (.ci/run installs them)."""
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 import subprocess
@@ -51,6 +52,19 @@ def default_model(built: Build) -> Iterator[Container]:
         yield container
 
 
+# The service's installed modules, by path relative to the package, with a digest of each (run in the image).
+APP_DIGEST = """
+import hashlib, json, pathlib, app
+root = pathlib.Path(app.__file__).parent
+print(json.dumps({str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+                  for p in sorted(root.rglob("*.py"))}))
+"""
+
+
+def app_digests(root: Path) -> dict[str, str]:
+    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(root.rglob("*.py"))}
+
+
 def image_user() -> str:
     (user,) = [i.args for i in final_stage(dockerfile()) if i.keyword == "USER"]
     return user
@@ -77,6 +91,9 @@ def test_the_image_builds_with_cuda_torch_runs_as_non_root_and_stays_in_its_budg
                 if "==" in d)
     assert torch_version.split("+")[0] == pins["torch"] and vision.split("+")[0] == pins["torchvision"]
     assert cuda != "None", "torch in the image is a CUDA build"
+    # This checkout's code, not a layer cached from an earlier build.
+    listing = podman("run", "--rm", "--pull=never", "--network", "none", built.image, "python", "-c", APP_DIGEST)
+    assert json.loads(listing.stdout) == app_digests(ROOT / "app")
     uid = podman("run", "--rm", "--pull=never", "--network", "none", built.image, "id", "-u").stdout.strip()
     assert uid == image_user().split(":")[0] != "0"
 
