@@ -2,7 +2,6 @@
 from the headers before any pixel or sample is decoded."""
 from __future__ import annotations
 
-import io
 import warnings
 from dataclasses import dataclass
 
@@ -11,6 +10,7 @@ import soundfile as sf
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from app.errors import CorruptInput, PayloadTooLarge, UnsupportedMediaType
+from app.inputs.parts import Buffer, open_buffer
 
 # Pillow is only ever asked for these formats, so no other plugin (EPS via Ghostscript, say) can run.
 IMAGE_FORMATS = ("JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF")
@@ -59,10 +59,10 @@ class Waveform:
     sample_rate: int
 
 
-def decode_image(data: bytes, limits: DecodeLimits) -> Image.Image:
+def decode_image(data: Buffer, limits: DecodeLimits) -> Image.Image:
     """The first frame of a JPEG/PNG/WebP/GIF/BMP/TIFF, EXIF orientation applied, in its original mode."""
     try:
-        im = Image.open(io.BytesIO(data), formats=IMAGE_FORMATS)
+        im = Image.open(open_buffer(data), formats=IMAGE_FORMATS)
     except UnidentifiedImageError:
         if (declared := _image_signature(data)) is not None:
             raise CorruptInput(
@@ -121,8 +121,9 @@ def _has_more_frames_than(im: Image.Image, limit: int) -> bool:
     return True
 
 
-def _image_signature(data: bytes) -> str | None:
+def _image_signature(data: Buffer) -> str | None:
     """The accepted format whose signature `data` starts with, if any."""
+    data = bytes(data[:12])
     if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
         return "WEBP"
     return next((fmt for magic, fmt in _IMAGE_SIGNATURES if data.startswith(magic)), None)
@@ -133,16 +134,16 @@ def _too_many_pixels(limits: DecodeLimits, width: int | None = None, height: int
     return f"image:{size} exceeds the limit of {limits.max_image_pixels:,} pixels; downscale it before sending"
 
 
-def decode_audio(data: bytes, limits: DecodeLimits) -> Waveform:
+def decode_audio(data: Buffer, limits: DecodeLimits) -> Waveform:
     """Decode WAV (any PCM/float width), FLAC, OGG or MP3; the declared rate, channels, length and samples are
     checked before decoding."""
     _check_wav(data)
     try:
-        f = sf.SoundFile(io.BytesIO(data))
+        f = sf.SoundFile(open_buffer(data))
     except Exception:  # noqa: BLE001 - libsndfile raises several types for unknown content
-        if data[:4] in _AUDIO_SIGNATURES:
+        if (magic := bytes(data[:4])) in _AUDIO_SIGNATURES:
             raise CorruptInput(
-                f"audio: the file starts like {_AUDIO_SIGNATURES[data[:4]]} but is truncated or corrupt; "
+                f"audio: the file starts like {_AUDIO_SIGNATURES[magic]} but is truncated or corrupt; "
                 "re-encode it and send it again"
             ) from None
         if _is_wav(data):
@@ -185,7 +186,7 @@ def decode_audio(data: bytes, limits: DecodeLimits) -> Waveform:
     return Waveform(samples=samples, sample_rate=rate)
 
 
-def _is_wav(data: bytes) -> bool:
+def _is_wav(data: Buffer) -> bool:
     return data[:4] == b"RIFF" and data[8:12] == b"WAVE"
 
 
@@ -199,7 +200,7 @@ def _check_rate_and_channels(rate: int, channels: int) -> None:
         raise CorruptInput(f"audio: the file declares {channels} channels; 1 to {MAX_CHANNELS} are accepted")
 
 
-def _check_wav(data: bytes) -> None:
+def _check_wav(data: Buffer) -> None:
     """A RIFF/WAVE's header, before libsndfile reads it: libsndfile takes a zero rate or channel count for an
     unknown format, and quietly shortens a data chunk that claims more bytes than the file has."""
     if not _is_wav(data):
@@ -222,13 +223,13 @@ def _check_wav(data: bytes) -> None:
         pos += 8 + size + (size & 1)
 
 
-def decode_text(data: bytes | str, limits: DecodeLimits) -> str:
+def decode_text(data: Buffer | str, limits: DecodeLimits) -> str:
     """Strict UTF-8 text; NUL characters and empty or whitespace-only texts are refused."""
-    if isinstance(data, bytes):
+    if not isinstance(data, str):
         if len(data) > _UTF8_MAX_BYTES_PER_CHAR * limits.max_text_chars:  # over the limit whatever it decodes to
             raise PayloadTooLarge(f"text: {len(data):,} bytes; the limit is {limits.max_text_chars:,} characters")
         try:
-            text = data.decode("utf-8")
+            text = str(data, "utf-8")
         except UnicodeDecodeError as exc:
             raise CorruptInput(f"text: not valid UTF-8 (bad byte at offset {exc.start}); send UTF-8 text") from None
     else:

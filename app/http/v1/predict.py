@@ -98,7 +98,8 @@ async def _predict(request: Request, name: str | None, top_k: int) -> Response:
             MODALITIES,
             state.form_limits,
         )
-        raw = RawInputs(**{part: bytes(p.data) for part, p in parts.items() if p.data})
+        # The parts' own buffers, not copies: each upload is held once.
+        raw = RawInputs(**{part: p.data for part, p in parts.items() if p.data})
         request.state.modalities = raw.modalities  # for the access log
         outcome = await unless_client_leaves(request, engine.predict(name, [raw], announcement))
     finally:
