@@ -5,10 +5,13 @@ each of them (sum across instances in PromQL).
 """
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info, disable_created_metrics
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.exposition import choose_encoder
+
+from app.inputs.budget import ByteBudget
 
 # No `*_created` series beside every counter and histogram: they double the series count and nothing here reads them.
 disable_created_metrics()
@@ -82,6 +85,10 @@ class ServiceMetrics:
         self.model_info = Info("fusion_model", "A served model: its version and device.", ("model",), registry=r)
         self._http: dict[tuple[str, str, int], tuple[Counter, Histogram]] = {}
 
+    def watch_budget(self, budget: ByteBudget) -> None:
+        """Export the memory budget's state, read at each scrape."""
+        self.registry.register(_BudgetCollector(budget))
+
     def batch_observer(self, model: str) -> BatchMetrics:
         """The batcher's observer for one model (`ModelRegistry(observer_factory=...)`)."""
         return BatchMetrics(self, model)
@@ -109,6 +116,37 @@ class ServiceMetrics:
         """The exposition (Prometheus text, or OpenMetrics when the scraper asks for it) and its content type."""
         encoder, content_type = choose_encoder(accept or "")
         return encoder(self.registry), content_type
+
+
+class _BudgetCollector:
+    """The memory budget for requests in flight, as gauges and a counter read from it at each scrape."""
+
+    def __init__(self, budget: ByteBudget) -> None:
+        self.budget = budget
+
+    def describe(self) -> list[Metric]:
+        return list(self.collect())
+
+    def collect(self) -> Iterator[Metric]:
+        b = self.budget
+        yield GaugeMetricFamily(
+            "fusion_inflight_bytes",
+            "Bytes that requests in flight hold on the memory budget: bodies as admitted or received, inputs while "
+            "they are decoded.",
+            value=b.in_use,
+        )
+        yield GaugeMetricFamily(
+            "fusion_inflight_bytes_limit", "The memory budget for requests in flight (0 until set).", value=b.limit or 0
+        )
+        yield GaugeMetricFamily(
+            "fusion_inflight_bytes_reserve", "The part of the budget that only decoding may use.", value=b.reserve
+        )
+        yield CounterMetricFamily(
+            "fusion_inflight_bytes_refusals",
+            "Bodies and decodes the memory budget had no room for (503 with Retry-After; 413 for a body larger "
+            "than it could ever hold).",
+            value=b.refused,
+        )
 
 
 class BatchMetrics:

@@ -6,6 +6,7 @@ the process has 2 CPUs or fewer) in the inference thread, for the whole batch ju
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import time
 from collections.abc import Callable
@@ -17,6 +18,8 @@ import numpy as np
 
 from app.decoding import DecodeLimits, decode_audio, decode_image, decode_text
 from app.engine.predictor import Predictor
+from app.inputs.budget import ByteBudget
+from app.inputs.footprint import decoded_footprint
 from app.inputs.parts import RawInputs
 from app.inputs.preprocess import Preprocessor
 from app.model.batch import Sample
@@ -26,10 +29,12 @@ T = TypeVar("T")
 
 @dataclass(frozen=True, slots=True)
 class Job:
-    """One sample in the batcher's queue: preprocessed already, or raw, to be decoded in the inference thread."""
+    """One sample in the batcher's queue: preprocessed already, or raw, to be decoded in the inference thread
+    (within `budget`, when there is one)."""
 
     sample: Sample | None = None
     raw: RawInputs | None = None
+    budget: ByteBudget | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,13 +47,18 @@ class Scored:
     forward_ms: float
 
 
-def prepare_sample(preprocessor: Preprocessor, raw: RawInputs, limits: DecodeLimits) -> Sample:
-    """Decode (checking `limits`) and preprocess one sample. Raises InvalidInput subclasses for the caller's input."""
-    return preprocessor(
-        image=None if raw.image is None else decode_image(raw.image, limits),
-        text=None if raw.text is None else decode_text(raw.text, limits),
-        audio=None if raw.audio is None else decode_audio(raw.audio, limits),
-    )
+def prepare_sample(
+    preprocessor: Preprocessor, raw: RawInputs, limits: DecodeLimits, budget: ByteBudget | None = None
+) -> Sample:
+    """Decode (checking `limits`) and preprocess one sample, holding its decoded footprint (estimated from the
+    files' headers) on `budget` meanwhile. Raises InvalidInput subclasses for the caller's input, Overloaded when
+    the budget has no room for it now."""
+    with budget.decoding(decoded_footprint(raw, limits)) if budget is not None else contextlib.nullcontext():
+        return preprocessor(
+            image=None if raw.image is None else decode_image(raw.image, limits),
+            text=None if raw.text is None else decode_text(raw.text, limits),
+            audio=None if raw.audio is None else decode_audio(raw.audio, limits),
+        )
 
 
 def run_jobs(
@@ -67,7 +77,7 @@ def run_jobs(
         assert job.raw is not None
         t0 = time.perf_counter()
         try:
-            samples.append(prepare_sample(preprocessor, job.raw, limits))
+            samples.append(prepare_sample(preprocessor, job.raw, limits, job.budget))
         except Exception as exc:  # any failure here is this sample's alone: InvalidInput (4xx), else a 500
             outputs[i] = exc
             continue
@@ -87,10 +97,22 @@ def make_preprocess_pool(workers: int) -> ThreadPoolExecutor | None:
     the forward pass: the event loop keeps only the HTTP work, and on one or two cores that beats handing each
     upload to another thread (context switches, GIL hand-offs, and caches made cold for both decoding and the
     forward pass by the HTTP work interleaved between them)."""
+    workers = resolve_workers(workers)
+    return ThreadPoolExecutor(workers, thread_name_prefix="preprocess") if workers else None
+
+
+def resolve_workers(workers: int) -> int:
+    """The decode threads `workers` asks for (-1: automatic, see make_preprocess_pool)."""
     if workers < 0:
         cpus = len(os.sched_getaffinity(0))
-        workers = 0 if cpus <= 2 else min(4, cpus - 2)
-    return ThreadPoolExecutor(workers, thread_name_prefix="preprocess") if workers else None
+        return 0 if cpus <= 2 else min(4, cpus - 2)
+    return workers
+
+
+def decode_slots(workers: int, models: int) -> int:
+    """How many samples may be decoded at once: one per decode thread; without them, one per model (each model's
+    inference thread decodes its batches) and one on the event loop (a call of several samples)."""
+    return resolve_workers(workers) or models + 1
 
 
 async def run_cpu(pool: Executor | None, fn: Callable[..., T], *args: object) -> T:

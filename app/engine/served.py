@@ -16,6 +16,7 @@ from app.engine import pipeline
 from app.engine.pipeline import Job, Scored, run_cpu
 from app.engine.predictor import Predictor
 from app.errors import MissingInput, ModalityNotSupported, PayloadTooLarge, ServiceError
+from app.inputs.budget import ByteBudget
 from app.inputs.parts import RawInputs
 from app.inputs.preprocess import Preprocessor
 
@@ -37,7 +38,9 @@ class ServedModel:
     def name(self) -> str:
         return self.description.name
 
-    async def predict(self, raws: Sequence[RawInputs], announcement: Announcement | None = None) -> list[Prediction]:
+    async def predict(
+        self, raws: Sequence[RawInputs], announcement: Announcement | None = None, budget: ByteBudget | None = None
+    ) -> list[Prediction]:
         """Predictions for `raws`, in order; see `Engine.predict`. Where decoding runs: a single sample, when there
         is no decode pool, is decoded in the inference thread with its batch (app.engine.pipeline); otherwise every
         sample is decoded (on the pool, or here) before any is queued, so a bad sample in a call of several costs
@@ -54,13 +57,13 @@ class ServedModel:
             _named(i, len(raws), self._check_modalities, raw)
         preprocess_ms = 0.0
         if self.pool is None and len(raws) == 1:
-            jobs = [Job(raw=raws[0])]
+            jobs = [Job(raw=raws[0], budget=budget)]
         else:
             self.batcher.admit()  # under overload, refuse before spending CPU on decoding
             t0 = time.perf_counter()
             samples = await asyncio.gather(
                 *(run_cpu(self.pool, _named, i, len(raws), pipeline.prepare_sample, self.preprocessor, raw,
-                          self.config.limits)
+                          self.config.limits, budget)
                   for i, raw in enumerate(raws)),
                 return_exceptions=True,
             )

@@ -11,7 +11,7 @@ from fastapi import FastAPI
 from starlette.middleware.cors import CORSMiddleware
 from starlette.types import ASGIApp
 
-from app import __version__
+from app import __version__, memory
 from app.config import Settings, get_settings
 from app.engine.api import Engine
 from app.http import docs, ops
@@ -24,6 +24,7 @@ from app.http.openapi import install_openapi
 from app.http.state import ServiceState
 from app.http.v1 import models, predict
 from app.http.v2 import routes as v2
+from app.inputs.budget import mib
 from app.metrics import ServiceMetrics
 from app.model.errors import ArtifactError
 
@@ -66,6 +67,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
 
 async def _warm_and_start(state: ServiceState) -> None:
     await asyncio.to_thread(state.engine.warmup)
+    configure_budget(state)
     state.engine.start()
     # What is alive now (torch, the models, the app) lives as long as the process: take it out of the cyclic
     # collector's reach. Otherwise every full collection walks all of it on the event loop (bench/README.md).
@@ -73,6 +75,29 @@ async def _warm_and_start(state: ServiceState) -> None:
     gc.freeze()
     state.ready = True
     log.info("ready: serving %s (default %s)", ", ".join(state.engine.models), state.engine.default_name)
+
+
+def configure_budget(state: ServiceState, processes: int = 1) -> None:
+    """Set the memory budget for requests in flight (FUSION_MAX_INFLIGHT_BYTES, else derived from the memory the
+    process may use, less its peak size so far, once loaded and warmed up, and a margin; `processes` serving
+    processes sharing that memory get a share each) and its reserve for decoding (the engine's, at most half)."""
+    settings = state.settings
+    if settings.max_inflight_bytes is not None:
+        limit, how = int(settings.max_inflight_bytes), "FUSION_MAX_INFLIGHT_BYTES"
+    else:
+        available = memory.memory_limit()
+        baseline = memory.resident_bytes(peak=True)
+        limit = memory.default_budget(available.bytes, baseline, processes)
+        share = f", shared by {processes} processes" if processes > 1 else ""
+        how = (f"{available.source} {mib(available.bytes)} - peak RSS once loaded {mib(baseline)} - margin "
+               f"{mib(memory.margin(available.bytes))}{share}; set FUSION_MAX_INFLIGHT_BYTES to choose")
+    state.budget.configure(limit, min(state.engine.decode_reserve, limit // 2))
+    log.info("memory budget for requests in flight: %s (%s); %s of it kept for decoding", mib(limit), how,
+             mib(state.budget.reserve))
+    uploads = state.budget.for_uploads or 0
+    if uploads < settings.max_body_bytes:
+        log.warning("the memory budget leaves %s for uploads, less than FUSION_MAX_BODY_BYTES (%s): larger bodies "
+                    "are refused with 413", mib(uploads), mib(settings.max_body_bytes))
 
 
 def begin_draining(app: FastAPI) -> None:
@@ -116,6 +141,7 @@ def create_app(settings: Settings | None = None, engine: EngineFactory = torch_e
     )
     metrics = ServiceMetrics(settings.max_batch_size)
     app.state.service = ServiceState(settings=settings, engine=engine(settings, metrics), metrics=metrics)
+    metrics.watch_budget(app.state.service.budget)
     install_error_handlers(app)
     _add_middleware(app, app.state.service)
     for router in (predict.router, models.router, ops.router, v2.router):

@@ -9,17 +9,20 @@ from app.config import Settings
 from app.engine.api import Engine
 from app.errors import NotReady
 from app.http.multipart import FormLimits
+from app.inputs.budget import ByteBudget, Hold
 from app.metrics import ServiceMetrics
 
 
 @dataclass
 class ServiceState:
-    """One per app (`app.state.service`). `ready`: models loaded and warmed up, not draining."""
+    """One per app (`app.state.service`). `ready`: models loaded and warmed up, not draining. `budget`: the memory
+    budget for requests in flight, which the lifespan sets once the models are loaded (app.http.app)."""
 
     settings: Settings
     engine: Engine
     metrics: ServiceMetrics
     form_limits: FormLimits = field(init=False)
+    budget: ByteBudget = field(default_factory=ByteBudget)
     ready: bool = False
     draining: bool = False
 
@@ -41,6 +44,15 @@ class ServiceState:
                 raise NotReady("the service is shutting down; retry on another replica", retry_after_s=1)
             raise NotReady("the model is still loading; retry in a moment", retry_after_s=1)
         return engine
+
+
+UPLOAD_HOLD = "upload_hold"  # the key of a request's Hold in scope["state"] (app.http.middleware.upload_guard)
+
+
+def upload_hold(request: Request) -> Hold | None:
+    """What the request holds on the memory budget (None for a request without a body)."""
+    hold: Hold | None = request.scope.get("state", {}).get(UPLOAD_HOLD)
+    return hold
 
 
 def service(request: Request) -> ServiceState:
