@@ -1,6 +1,6 @@
 """Memory held per upload in flight, and the server's peak RSS under a flood of large uploads (issue 23).
 
-`python bench/upload_memory.py --source PATH [--source PATH ...] [--out FILE]`: each PATH is a checkout whose `app`
+`python bench/upload_memory.py --source PATH [--source PATH ...] [--rounds N] [--out STEM]`: each PATH is a checkout whose `app`
 is served (e.g. `git archive` of an older commit, and this one), as a real `fusion-serve serve` process on the
 shipped model, one after the other on the same machine.
 
@@ -186,21 +186,53 @@ def main() -> None:
     ap.add_argument("--hold-s", type=float, default=3.0)
     ap.add_argument("--flood", type=int, default=200)
     ap.add_argument("--budget", default="256MiB")
-    ap.add_argument("--out", type=Path)
+    ap.add_argument("--rounds", type=int, default=2, help="each source in turn, this many times")
+    ap.add_argument("--out", type=Path, help="writes OUT.json and OUT.md")
     args = ap.parse_args()
     body, content_type = multipart(large_jpeg())
-    report = {}
-    for source in args.source:
-        source = source.resolve()
-        row = {"in_flight": in_flight(source, body, content_type, args.in_flight, args.hold_s)}
-        print(source, "in flight:", json.dumps(row["in_flight"]), flush=True)
-        if "max_inflight_bytes" in (source / "app" / "config.py").read_text():
-            row["flood"] = flood(source, body, content_type, args.flood, args.budget)
-            print(source, "flood:", json.dumps(row["flood"]), flush=True)
-        report[str(source)] = row
+    machine = {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "cores": os.cpu_count(),
+               "load_before": open("/proc/loadavg").read().split()[:3]}
+    runs: dict[str, list[dict]] = {str(s.resolve()): [] for s in args.source}
+    for rnd in range(args.rounds):
+        for source in (s.resolve() for s in args.source):
+            row = {"in_flight": in_flight(source, body, content_type, args.in_flight, args.hold_s)}
+            print(f"round {rnd} {source} in flight:", json.dumps(row["in_flight"]), flush=True)
+            if "max_inflight_bytes" in (source / "app" / "config.py").read_text():
+                row["flood"] = flood(source, body, content_type, args.flood, args.budget)
+                print(f"round {rnd} {source} flood:", json.dumps(row["flood"]), flush=True)
+            runs[str(source)].append(row)
     if args.out:
-        args.out.write_text(json.dumps({"args": {k: str(v) for k, v in vars(args).items()}, "results": report},
-                                       indent=2))
+        args.out.with_suffix(".json").write_text(json.dumps({"args": {k: str(v) for k, v in vars(args).items()},
+                                                             "machine": machine, "runs": runs}, indent=2))
+        args.out.with_suffix(".md").write_text(report(args, machine, runs, len(body)))
+
+
+def report(args: argparse.Namespace, machine: dict, runs: dict[str, list[dict]], body: int) -> str:
+    lines = [
+        "# Memory of uploads in flight (issue 23)", "",
+        f"`python bench/upload_memory.py {' '.join(f'--source {s}' for s in args.source)} --rounds {args.rounds}`"
+        f" on {machine['date']}, {machine['cores']} cores, load average {' '.join(machine['load_before'])} "
+        "(a shared machine). The upload: a 4000x3000 noise JPEG at quality 96, "
+        f"{body / MIB:.1f} MiB as a multipart body; the shipped model; `FUSION_WARMUP=false`.", "",
+        f"## {args.in_flight} uploads in flight together (queued behind a forward pass held {args.hold_s:g} s)", "",
+        "| checkout | round | answers | idle RSS MiB | peak RSS MiB | RSS 2 s after MiB | MiB per upload in flight |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for source, rows in runs.items():
+        for i, row in enumerate(rows):
+            r = row["in_flight"]
+            lines.append(f"| {source} | {i} | {r['answers']} | {r['idle_rss_mib']:.0f} | {r['peak_rss_mib']:.0f} | "
+                         f"{r['rss_after_mib']:.0f} | {r['mib_per_upload']:.1f} |")
+    floods = [(source, i, row["flood"]) for source, rows in runs.items() for i, row in enumerate(rows) if "flood" in row]
+    if floods:
+        lines += ["", f"## {args.flood} concurrent uploads, FUSION_MAX_INFLIGHT_BYTES={args.budget}", "",
+                  "| checkout | round | budget MiB (reserve) | answers | seconds | idle RSS MiB | peak RSS MiB | "
+                  "peak over idle MiB | bytes held after |", "|---|---|---|---|---|---|---|---|---|"]
+        for source, i, r in floods:
+            lines.append(f"| {source} | {i} | {r['budget_mib']:.0f} ({r['reserve_mib']:.0f}) | {r['answers']} | "
+                         f"{r['seconds']} | {r['idle_rss_mib']:.0f} | {r['peak_rss_mib']:.0f} | "
+                         f"{r['peak_over_idle_mib']:.0f} | {r['bytes_held_after']:.0f} |")
+    return "\n".join(lines) + "\n"
 
 
 if __name__ == "__main__":
