@@ -55,11 +55,14 @@ def image_footprint(data: Buffer | None, limits: DecodeLimits) -> int:
 def audio_footprint(data: Buffer | None, limits: DecodeLimits) -> int:
     if data is None:
         return 0
-    try:
-        with sf.SoundFile(open_buffer(data)) as f:
-            frames, channels, rate = f.frames, f.channels, f.samplerate
-    except Exception:  # noqa: BLE001 - an unreadable header: the decoder refuses the file
-        return 0
+    shape = _wav_shape(data)
+    if shape is None:
+        try:
+            with sf.SoundFile(open_buffer(data)) as f:
+                shape = f.frames, f.channels, f.samplerate
+        except Exception:  # noqa: BLE001 - an unreadable header: the decoder refuses the file
+            return 0
+    frames, channels, rate = shape
     if frames < 1 or channels < 1 or rate < 1:
         return 0
     if frames * channels > limits.max_audio_samples or frames / rate > limits.max_audio_seconds:
@@ -67,6 +70,31 @@ def audio_footprint(data: Buffer | None, limits: DecodeLimits) -> int:
     return frames * (channels * _AUDIO_BYTES_PER_SAMPLE + _AUDIO_BYTES_PER_FRAME) + int(
         frames / rate * _AUDIO_BYTES_PER_SECOND
     )
+
+
+def _wav_shape(data: Buffer) -> tuple[int, int, int] | None:
+    """(frames, channels, rate) of a PCM or float WAV, read from its chunks (libsndfile's own open costs far
+    more); None for anything else, which libsndfile is asked about."""
+    if len(data) < 12 or bytes(data[:4]) != b"RIFF" or bytes(data[8:12]) != b"WAVE":
+        return None
+    pos, fmt = 12, None
+    while pos + 8 <= len(data):
+        chunk, size = bytes(data[pos : pos + 4]), int.from_bytes(data[pos + 4 : pos + 8], "little")
+        if chunk == b"fmt " and size >= 16 and pos + 24 <= len(data):
+            tag, channels, rate = (int.from_bytes(data[pos + a : pos + b], "little") for a, b in ((8, 10), (10, 12),
+                                                                                                   (12, 16)))
+            fmt = tag, channels, rate, int.from_bytes(data[pos + 20 : pos + 22], "little")
+        elif chunk == b"data":
+            if fmt is None or fmt[0] not in _PLAIN_WAV_TAGS or fmt[3] < 1:
+                return None  # compressed, or no format yet
+            held = len(data) - pos - 8
+            size = held if size in (0, 0xFFFFFFFF) else min(size, held)  # 0 and all ones: "unknown length"
+            return size // fmt[3], fmt[1], fmt[2]
+        pos += 8 + size + (size & 1)
+    return None
+
+
+_PLAIN_WAV_TAGS = frozenset({1, 3, 6, 7, 0xFFFE})  # PCM, float, A-law, u-law, extensible: frames = bytes / block
 
 
 def largest_footprint(limits: DecodeLimits) -> int:

@@ -10,6 +10,9 @@ from app.model.spec import MODALITIES, Modality
 # An upload's bytes as the request parser left them: the multipart reader's bytearray, a view into an OIP body.
 # Handed on as they are, so each upload is held once (a `bytes(...)` would copy it).
 Buffer: TypeAlias = bytes | bytearray | memoryview
+# Below this, a buffer is copied into an io.BytesIO rather than read in place: a small, short-lived copy, and the
+# decoders' many small header reads then stay in C instead of going through the Python reader below.
+COPY_BELOW = 1 << 20
 
 
 @dataclass(frozen=True, slots=True)
@@ -26,9 +29,10 @@ class RawInputs:
 
 
 def open_buffer(data: Buffer) -> BinaryIO:
-    """A read-only, seekable file over `data` that does not copy it (`io.BytesIO` copies all but `bytes`)."""
-    if isinstance(data, bytes):
-        return io.BytesIO(data)  # shares the bytes object's memory (until written to, which no decoder does)
+    """A read-only, seekable file over `data` that does not copy it (`io.BytesIO` copies all but `bytes`), but for
+    a small one (COPY_BELOW)."""
+    if isinstance(data, bytes) or len(data) < COPY_BELOW:
+        return io.BytesIO(data)  # shares a bytes object's memory (until written to, which no decoder does)
     return io.BufferedReader(_BufferFile(data))  # type: ignore[return-value]
 
 

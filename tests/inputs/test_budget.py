@@ -12,7 +12,7 @@ from app.decoding import DecodeLimits, decode_audio, decode_image, decode_text
 from app.errors import Overloaded, PayloadTooLarge
 from app.inputs.budget import ByteBudget
 from app.inputs.footprint import audio_footprint, decoded_footprint, image_footprint, largest_footprint
-from app.inputs.parts import RawInputs, open_buffer
+from app.inputs.parts import COPY_BELOW, RawInputs, open_buffer
 from tests.helpers import png_bytes, wav_bytes
 
 LIMITS = DecodeLimits()
@@ -95,22 +95,41 @@ def test_the_largest_footprint_follows_the_limits() -> None:
     assert largest_footprint(small) >= image_footprint(png_bytes((1000, 1000)), small)
 
 
+@pytest.mark.parametrize("large", [False, True], ids=["copied", "in-place"])
 @pytest.mark.parametrize("wrap", [bytes, bytearray, lambda b: memoryview(bytearray(b"xx" + b))[2:]])
-def test_decoders_read_any_buffer_alike(wrap) -> None:  # noqa: ANN001 - a buffer constructor
-    png, wav = png_bytes((40, 30)), wav_bytes(0.5)
+def test_decoders_read_any_buffer_alike(wrap, large: bool) -> None:  # noqa: ANN001 - a buffer constructor
+    png, wav = (png_bytes((700, 700)), wav_bytes(12, rate=48000)) if large else (png_bytes((40, 30)), wav_bytes(0.5))
+    assert (min(len(png), len(wav)) >= COPY_BELOW) == large
     assert np.array_equal(np.asarray(decode_image(wrap(png), LIMITS)), np.asarray(decode_image(png, LIMITS)))
     assert np.array_equal(decode_audio(wrap(wav), LIMITS).samples, decode_audio(wav, LIMITS).samples)
     assert decode_text(wrap("héllo".encode()), LIMITS) == "héllo"
 
 
-def test_open_buffer_reads_seeks_and_shares_the_memory() -> None:
-    data = bytearray(b"0123456789")
+def test_open_buffer_reads_a_large_buffer_in_place_and_copies_a_small_one() -> None:
+    data = bytearray(b"0123456789") + bytearray(COPY_BELOW)
     f = open_buffer(memoryview(data)[2:])
     assert f.read(3) == b"234"
     f.seek(-2, io.SEEK_END)
-    assert f.read() == b"89" and f.tell() == 8
+    assert f.read() == b"\0\0" and f.tell() == len(data) - 2
     f.seek(0)
     data[2] = ord("X")  # a view, not a copy
     assert f.read(2) == b"X3"
-    image = Image.open(open_buffer(bytearray(png_bytes((8, 8)))))
+    small = bytearray(b"0123")
+    g = open_buffer(small)
+    small[0] = ord("X")
+    assert g.read() == b"0123"
+    image = Image.open(open_buffer(bytearray(png_bytes((8, 8))) + bytearray(COPY_BELOW)))
     assert image.size == (8, 8)
+
+
+@pytest.mark.parametrize("subtype", ["PCM_16", "PCM_24", "PCM_U8", "FLOAT", "DOUBLE", "ULAW", "ALAW", "IMA_ADPCM"])
+def test_wav_footprints_read_from_the_chunks_agree_with_libsndfile(subtype: str) -> None:
+    import soundfile as sf
+
+    buf = io.BytesIO()
+    sf.write(buf, np.zeros((12345, 2)), 22050, subtype=subtype, format="WAV")
+    data = buf.getvalue()
+    info = sf.info(io.BytesIO(data))
+    same_but_flac = io.BytesIO()  # the same shape, as a format only libsndfile reads
+    sf.write(same_but_flac, np.zeros((info.frames, info.channels)), info.samplerate, format="FLAC")
+    assert audio_footprint(data, LIMITS) == audio_footprint(same_but_flac.getvalue(), LIMITS) > 0
