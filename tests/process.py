@@ -45,11 +45,16 @@ class ServeProcess:
     url: str
     log_path: Path
 
-    def rss_bytes(self) -> int:
+    def rss_bytes(self, key: str = "VmRSS") -> int:
+        """Its resident set size now, or (key VmHWM) its peak since start or since `reset_peak_rss`."""
         for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
+            if line.startswith(key + ":"):
                 return int(line.split()[1]) * 1024
-        raise RuntimeError("no VmRSS")
+        raise RuntimeError(f"no {key}")
+
+    def reset_peak_rss(self) -> None:
+        """Make its peak RSS (VmHWM) its current RSS (Linux's clear_refs)."""
+        Path(f"/proc/{self.proc.pid}/clear_refs").write_text("5")
 
     def terminate(self) -> None:
         self.proc.send_signal(signal.SIGTERM)

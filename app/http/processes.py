@@ -34,7 +34,9 @@ def _end(code: int) -> None:
     os._exit(code)
 
 
-def worker_main(settings: Settings, sock: socket.socket, peers: Peers, index: int, owners: list[Path]) -> None:
+def worker_main(
+    settings: Settings, sock: socket.socket, peers: Peers, index: int, owners: list[Path], workers: int
+) -> None:
     from app.engine.api import Engine
     from app.http.app import begin_draining, create_app, torch_engine
     from app.http.server import STARTUP_FAILED, GracefulServer, uvicorn_config
@@ -47,7 +49,8 @@ def worker_main(settings: Settings, sock: socket.socket, peers: Peers, index: in
 
         return RemoteEngine(EngineConfig.from_settings(s), owners)
 
-    app = create_app(settings, engine=remote_engine if owners else torch_engine, peers=peers, index=index)
+    app = create_app(settings, engine=remote_engine if owners else torch_engine, peers=peers, index=index,
+                     workers=workers, processes=workers + len(owners))
     server = GracefulServer(
         uvicorn_config(app, settings), drain_delay_s=settings.drain_delay_s, on_drain=lambda: begin_draining(app)
     )

@@ -95,7 +95,7 @@ class Supervisor:
         sockets = self.plan.owner_sockets(self.rundir)
         if child.index < self.plan.workers:
             target, args = processes.worker_main, (self.plan.worker_settings(), self.sock, self.peers, child.index,
-                                                   sockets)
+                                                   sockets, self.plan.workers)
         else:
             owner = child.index - self.plan.workers
             device = self.plan.devices[owner]

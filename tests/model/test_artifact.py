@@ -14,7 +14,6 @@ from app.model.errors import ArtifactError
 from tests.helpers import write_tiny_artifact
 
 
-
 @pytest.fixture()
 def artifact(tmp_path: Path) -> Path:
     return write_tiny_artifact(tmp_path / "m")
