@@ -95,12 +95,12 @@ class Supervisor:
         sockets = self.plan.owner_sockets(self.rundir)
         if child.index < self.plan.workers:
             target, args = processes.worker_main, (self.plan.worker_settings(), self.sock, self.peers, child.index,
-                                                   sockets, self.plan.workers)
+                                                   sockets, self.plan.workers, os.getpid())
         else:
             owner = child.index - self.plan.workers
             device = self.plan.devices[owner]
             target, args = processes.owner_main, (self.plan.owner_settings(device), device, sockets[owner],
-                                                  self.peers, child.index, child.name)
+                                                  self.peers, child.index, child.name, os.getpid())
         child.process = self.ctx.Process(target=target, args=args, name=child.name)
         child.process.start()
 
