@@ -113,7 +113,7 @@ class Supervisor:
                 code = child.process.exitcode  # type: ignore[union-attr]
                 self._forget(child)
                 if child.index not in ever_ready:
-                    log.critical("%s exited with status %s before it was ready; stopping", child.name, code)
+                    log.error("%s exited with status %s before it was ready; stopping the service", child.name, code)
                     self._stop_all(signal.SIGTERM, timeout_s=10)
                     return STARTUP_FAILED
                 child.restarts += 1
