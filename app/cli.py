@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -14,25 +14,34 @@ def _serve(args: argparse.Namespace) -> int:
     return serve(get_settings(), host=args.host, port=args.port)
 
 
+def _usage_errors_end_in_one_line(run: Callable[[], object]) -> int:
+    """Run a training command; a flag, manifest or setting the user must change ends in one line, exit status 2."""
+    from app.errors import UsageError
+
+    try:
+        run()
+    except UsageError as exc:
+        print(f"fusion-serve: error: {exc.message}", file=sys.stderr)
+        return 2
+    return 0
+
+
 def _make_data(args: argparse.Namespace) -> int:
     from app.training import make_data
 
-    make_data.run(args)
-    return 0
+    return _usage_errors_end_in_one_line(lambda: make_data.run(args))
 
 
 def _train(args: argparse.Namespace) -> int:
     from app.training import train
 
-    train.run(args)
-    return 0
+    return _usage_errors_end_in_one_line(lambda: train.run(args))
 
 
 def _compare(args: argparse.Namespace) -> int:
     from app.training import train
 
-    train.run_compare(args)
-    return 0
+    return _usage_errors_end_in_one_line(lambda: train.run_compare(args))
 
 
 def build_parser() -> argparse.ArgumentParser:
