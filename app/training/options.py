@@ -207,7 +207,8 @@ def build_spec(cfg: TrainConfig, manifest: Manifest, texts: list[str]) -> Artifa
 
 def _flag_message(exc: ValidationError, cfg: TrainConfig) -> str:
     error = exc.errors()[0]
-    loc = tuple(str(p) for p in error["loc"])
+    section = {"ImageSpec": ("image",), "TextSpec": ("text",), "AudioSpec": ("audio",), "FusionSpec": ("fusion",)}
+    loc = section.get(exc.title, ()) + tuple(str(p) for p in error["loc"])
     name = _FIELD_FLAGS.get(loc)
     message = str(error["msg"]).removeprefix("Value error, ")
     if name is not None:

@@ -20,26 +20,43 @@ SMALL = ["--image-width", "4", "--text-dim", "16", "--text-layers", "1", "--text
          "--clip-seconds", "0.5", "--batch-size", "16"]
 
 
-@pytest.fixture(scope="module")
-def manifest(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A learnable toy task: the label shows as a bright band (image), a word (text) and a pitch (audio)."""
-    root = tmp_path_factory.mktemp("data")
+def _shape(label: int, rng: np.random.Generator) -> np.ndarray:
+    """A ring, a horizontal bar or a vertical bar, light on a noisy dark background: what the label looks like
+    survives every augmentation (polarity, colour, scale, position, rotation, blur)."""
+    arr = (rng.random((28, 28)) * 60).astype(np.uint8)
+    ys, xs = np.mgrid[0:28, 0:28]
+    cy, cx = 14 + rng.integers(-3, 4), 14 + rng.integers(-3, 4)
+    if label == 0:
+        arr[np.abs(np.hypot(ys - cy, xs - cx) - 8) < 2] = 255
+    elif label == 1:
+        arr[cy - 2 : cy + 2, 4:24] = 255
+    else:
+        arr[4:24, cx - 2 : cx + 2] = 255
+    return arr
+
+
+def write_toy_manifest(root: Path, n: int = 150, missing_audio: bool = True) -> Path:
+    """A learnable toy task: the label shows as a shape (image), a word (text) and a pitch (audio)."""
     rng = np.random.default_rng(0)
     rows = []
-    for i in range(90):
+    train_end, val_end = int(n * 0.6), int(n * 0.8)
+    for i in range(n):
         y = i % 3
-        arr = (rng.random((28, 28)) * 60).astype(np.uint8)
-        arr[y * 9 : (y + 1) * 9] = 255
-        Image.fromarray(arr, "L").save(root / f"{i}.png")
+        Image.fromarray(_shape(y, rng), "L").save(root / f"{i}.png")
         t = np.arange(8000) / 16000
-        sf.write(root / f"{i}.wav", 0.3 * np.sin(2 * np.pi * (300 + 300 * y) * t), 16000)
+        sf.write(root / f"{i}.wav", 0.3 * np.sin(2 * np.pi * (300, 700, 1600)[y] * t), 16000)
         row = {"image": f"{i}.png", "text": f"a {LABELS[y]}", "audio": f"{i}.wav", "label": LABELS[y],
-               "split": "train" if i < 60 else "val" if i < 75 else "test"}
-        if i % 4 == 0:
+               "split": "train" if i < train_end else "val" if i < val_end else "test"}
+        if missing_audio and i % 4 == 0:
             row["audio"] = None  # rows may lack modalities
         rows.append(json.dumps(row))
     (root / "manifest.jsonl").write_text("\n".join(rows) + "\n")
     return root / "manifest.jsonl"
+
+
+@pytest.fixture(scope="module")
+def manifest(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write_toy_manifest(tmp_path_factory.mktemp("data"), n=90)
 
 
 def test_train_then_serve(manifest: Path, tmp_path: Path) -> None:
@@ -118,7 +135,7 @@ def test_precision_report_compares_reduced_precision_with_float32(manifest: Path
                  *SMALL]) == 0
     metrics = json.loads((out / "metrics.json").read_text())
     report = measure(out.parent, "toy", manifest, "cpu", threads=1)
-    assert report["examples"] == 15  # the test split
+    assert report["examples"] == 18  # the test split
     everything = report["subsets"]["image+text+audio"]
     if metrics["split"] == "test":  # the float32 row is the accuracy training reported
         assert everything["float32"]["accuracy"] == pytest.approx(metrics["accuracy"])
