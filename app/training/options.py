@@ -52,6 +52,7 @@ class TrainConfig:
     workers: int = 1
     device: str = "auto"
     amp: bool = True
+    checkpoint: Path | None = None
     # augmentation: flat `<modality>_<name>` settings given on the command line (the rest take their defaults)
     augment: bool = True
     augmentation: dict[str, Any] = field(default_factory=dict)
@@ -238,6 +239,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     for name in ("lr", "weight_decay", "modality_dropout"):
         g.add_argument(f"--{name.replace('_', '-')}", type=float, default=getattr(d, name))
     g.add_argument("--device", default=d.device, help="auto (CUDA when present), cpu, cuda or cuda:N")
+    g.add_argument("--checkpoint", type=Path, default=None,
+                   help="after each epoch that improves, write the model so far here as an (uncalibrated) artifact")
     g.add_argument("--no-amp", dest="amp", action="store_false",
                    help="on CUDA, train in float32 rather than with bfloat16 autocast")
     augment.add_arguments(parser)

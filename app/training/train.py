@@ -201,12 +201,27 @@ def fit(cfg: TrainConfig, data: Data, spec: ArtifactSpec) -> tuple[FusionClassif
         )
         if score > best_score:
             best_score, best_state, stale = score, copy.deepcopy(model.state_dict()), 0
+            if cfg.checkpoint is not None:
+                _write_checkpoint(Path(cfg.checkpoint), spec, best_state, history)
         else:
             stale += 1
         if stale >= cfg.patience or step >= total:
             break
     model.load_state_dict(best_state)
     return model.cpu().eval(), history
+
+
+def _write_checkpoint(folder: Path, spec: ArtifactSpec, state: dict[str, torch.Tensor],
+                      history: list[dict[str, float]]) -> None:
+    """The best model so far as a servable, uncalibrated artifact (so a long run that is stopped is not lost)."""
+    model = FusionClassifier(spec)
+    model.load_state_dict(state)
+    last = history[-1]
+    card = (f"# {spec.name} (checkpoint, uncalibrated)\n\nBest model after epoch {last['epoch']} of a training run "
+            f"still in progress: validation accuracy {last['val_accuracy']:.3f}, mean over input subsets "
+            f"{last['val_mean_subset_accuracy']:.3f}.\n")
+    save_artifact(folder, spec, model, card, metrics={"history": history})
+    log.info("checkpoint: %s", folder)
 
 
 def _subset_table(logits: dict[tuple[str, ...], ev.Logits], spec: ArtifactSpec) -> dict[str, dict[str, Any]]:

@@ -12,6 +12,7 @@ from PIL import Image
 from safetensors.torch import load_file
 
 from app.cli import main
+from app.model.artifact import load_artifact
 from tests.helpers import running_server
 
 LABELS = ("apple", "banana", "pear")
@@ -61,8 +62,10 @@ def manifest(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def test_train_then_serve(manifest: Path, tmp_path: Path) -> None:
     out = tmp_path / "models" / "toy"
+    checkpoint = tmp_path / "checkpoint" / "toy"
     assert main(["train", "--manifest", str(manifest), "--out", str(out), "--epochs", "2", "--max-steps", "6",
-                 *SMALL]) == 0
+                 "--checkpoint", str(checkpoint), *SMALL]) == 0
+    assert load_artifact(checkpoint).spec.labels == LABELS  # the best model so far, servable as it is
     names = {p.name for p in out.iterdir()}
     assert {"config.json", "weights.safetensors", "card.md", "metrics.json", "training_curves.png",
             "confusion_matrix.png", "reliability.png"} <= names
@@ -73,6 +76,11 @@ def test_train_then_serve(manifest: Path, tmp_path: Path) -> None:
     assert len(metrics["confusion_matrix"]) == 3
     card = (out / "card.md").read_text()
     assert "Per modality subset" in card and "ECE, all modalities: before -> after calibration" in card
+    config = json.loads((out / "config.json").read_text())
+    assert config["augmentation"]["image_invert"] == 0.5 and config["augmentation"]["audio_snr_min"] == 0.0
+    assert (config["image"]["fit"], config["image"]["polarity"]) == ("ink", "light_on_dark")
+    assert (config["text"]["normalize"], config["audio"]["window"]) == ("digits", "speech")
+    assert "augmentation (training only" in card and "image_invert=0.5" in card
     assert set(metrics["subset_temperatures"]) == set(metrics["subsets"])
 
     with running_server(out.parent) as s, s.client() as c:
@@ -88,8 +96,10 @@ def test_other_encoders_and_fusions_train(manifest: Path, tmp_path: Path) -> Non
     out = tmp_path / "m2"
     assert main(["train", "--manifest", str(manifest), "--out", str(out), "--epochs", "1", "--max-steps", "2",
                  "--fusion", "gated", "--text-encoder", "gru", "--tokenizer", "words", "--modalities", "image,text",
-                 *SMALL]) == 0
+                 "--no-augment", "--image-fit", "stretch", "--accumulate-steps", "2", *SMALL]) == 0
     cfg = json.loads((out / "config.json").read_text())
+    assert cfg["augmentation"] == {} and cfg["image"]["fit"] == "stretch"
+    assert "augmentation: none" in (out / "card.md").read_text()
     assert cfg["fusion"]["type"] == "gated" and cfg["text"]["encoder"] == "gru"
     assert "pear" in cfg["text"]["tokenizer"]["vocab"] and cfg["audio"] is None
 
