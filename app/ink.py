@@ -67,10 +67,10 @@ def _work_copy(im: Image.Image) -> Image.Image:
     return im.resize(size, Image.Resampling.BILINEAR, reducing_gap=2.0)
 
 
-def _design(h: int, w: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _design(h: int, w: int) -> np.ndarray:
     ys, xs = np.mgrid[0:h, 0:w].astype(np.float32)
     u, v = (xs + 0.5) / w - 0.5, (ys + 0.5) / h - 0.5
-    return np.stack([np.ones_like(u), u, v, u * u + v * v], axis=-1), xs, ys
+    return np.stack([np.ones_like(u), u, v, u * u + v * v], axis=-1)
 
 
 def _fit_background(lum: np.ndarray, design: np.ndarray) -> np.ndarray:
@@ -96,9 +96,10 @@ def analyse(im: Image.Image) -> Ink:
     work = _work_copy(im)
     lum = luminance(work)
     h, w = lum.shape
-    design, xs, ys = _design(h, w)
+    design = _design(h, w)
     coef = _fit_background(lum, design)
-    residual = ndimage.median_filter(lum, size=3, mode="nearest") - design @ coef if min(h, w) >= 3 else lum - design @ coef
+    smooth = ndimage.median_filter(lum, size=3, mode="nearest") if min(h, w) >= 3 else lum
+    residual = smooth - design @ coef
     low, high = np.percentile(residual, (1.0, 99.0))
     dark = bool(-low > high)
     signed = -residual if dark else residual

@@ -11,8 +11,13 @@ from PIL import Image, ImageOps
 
 from app.decoding import Waveform
 from app.model.spec import AudioSpec, ImageSpec, TextSpec
-from app.preprocessing import AudioPreprocessor, ImagePreprocessor, TextPreprocessor, find_speech, fold_digits
-
+from app.preprocessing import (
+    AudioPreprocessor,
+    ImagePreprocessor,
+    TextPreprocessor,
+    find_speech,
+    fold_digits,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 INK = ImageSpec(fit="ink", polarity="light_on_dark", size=28)

@@ -15,10 +15,8 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from safetensors.torch import load_file
-
 from app.collate import collate
-from app.errors import ArtifactError, UsageError
+from app.errors import ArtifactError
 from app.model.artifact import CARD_FILE, METRICS_FILE, load_artifact, save_artifact
 from app.model.classifier import FusionClassifier
 from app.model.spec import FUSION_TYPES, ArtifactSpec
@@ -28,9 +26,15 @@ from app.training import evaluation as ev
 from app.training.augment import Augmentation
 from app.training.dataset import ManifestDataset, loader, modality_dropout
 from app.training.manifest import Manifest, read_manifest
-from app.training.options import TrainConfig, add_arguments, build_spec, config_from_args
+from app.training.options import (
+    TrainConfig,
+    add_arguments,
+    build_spec,
+    config_from_args,
+)
+from app.training.runtime import load_image_weights, resolve_device, write_checkpoint
 
-__all__ = ["TrainConfig", "add_arguments", "config_from_args", "train", "compare", "run", "run_compare"]
+__all__ = ["TrainConfig", "add_arguments", "compare", "config_from_args", "run", "run_compare", "train"]
 
 log = logging.getLogger(__name__)
 
@@ -78,19 +82,6 @@ def datasets(cfg: TrainConfig, manifest: Manifest, spec: ArtifactSpec) -> Data:
                 heldout=split("heldout"))
 
 
-def resolve_device(name: str) -> torch.device:
-    """`auto`: CUDA when present, else the CPU."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(name)
-    except RuntimeError:
-        raise UsageError(f"--device {name}: not a device; use auto, cpu, cuda or cuda:N") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise UsageError(f"--device {name}: CUDA is not available on this machine")
-    return device
-
-
 class _Run:
     """What the training loop shares with evaluation: device, precision and data loading."""
 
@@ -110,34 +101,6 @@ def _selection_score(run: _Run, model: FusionClassifier, val: ManifestDataset, s
     logits = run.predict(model, val, ev.subsets(spec.modalities))
     valid = [a for a in (ev.accuracy(lg) for lg in logits.values()) if a == a]
     return float(np.mean(valid)), logits
-
-
-def load_image_weights(model: FusionClassifier, path: Path) -> None:
-    """Load a torchvision state dict (resnet18, resnet50, mobilenet_v3_small; .safetensors, or a .pth read with
-    `weights_only=True`, which unpickles tensors only) into the image backbone. Its classifier layer, sized for
-    ImageNet's classes, is left out: the encoder's own projection replaces it."""
-    net = model.encoders["image"].net
-    try:
-        if path.suffix == ".safetensors":
-            state = load_file(str(path))
-        else:
-            state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001 - any unreadable file is the user's to fix
-        raise UsageError(f"--image-weights {path}: not a readable state dict ({exc.__class__.__name__}: {exc})") from None
-    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise UsageError(f"--image-weights {path}: not a state dict of tensors")
-    own = net.state_dict()
-    head = {k for k in own if own[k].shape != state.get(k, own[k]).shape}
-    missing = [k for k in own if k not in state and k not in head]
-    unexpected = [k for k in state if k not in own]
-    if missing or unexpected:
-        raise UsageError(
-            f"--image-weights {path}: does not fit {model.spec.image.encoder if model.spec.image else 'the image encoder'}"
-            f" ({len(missing)} missing, e.g. {missing[:2]}; {len(unexpected)} unexpected, e.g. {unexpected[:2]})"
-        )
-    net.load_state_dict({k: v for k, v in state.items() if k not in head}, strict=False)
-    log.info("image backbone: %d tensors from %s (%s left at their initial values)", len(own) - len(head), path,
-             ", ".join(sorted(head)) or "none")
 
 
 def fit(cfg: TrainConfig, data: Data, spec: ArtifactSpec) -> tuple[FusionClassifier, list[dict[str, float]]]:
@@ -202,26 +165,13 @@ def fit(cfg: TrainConfig, data: Data, spec: ArtifactSpec) -> tuple[FusionClassif
         if score > best_score:
             best_score, best_state, stale = score, copy.deepcopy(model.state_dict()), 0
             if cfg.checkpoint is not None:
-                _write_checkpoint(Path(cfg.checkpoint), spec, best_state, history)
+                write_checkpoint(Path(cfg.checkpoint), spec, best_state, history)
         else:
             stale += 1
         if stale >= cfg.patience or step >= total:
             break
     model.load_state_dict(best_state)
     return model.cpu().eval(), history
-
-
-def _write_checkpoint(folder: Path, spec: ArtifactSpec, state: dict[str, torch.Tensor],
-                      history: list[dict[str, float]]) -> None:
-    """The best model so far as a servable, uncalibrated artifact (so a long run that is stopped is not lost)."""
-    model = FusionClassifier(spec)
-    model.load_state_dict(state)
-    last = history[-1]
-    card = (f"# {spec.name} (checkpoint, uncalibrated)\n\nBest model after epoch {last['epoch']} of a training run "
-            f"still in progress: validation accuracy {last['val_accuracy']:.3f}, mean over input subsets "
-            f"{last['val_mean_subset_accuracy']:.3f}.\n")
-    save_artifact(folder, spec, model, card, metrics={"history": history})
-    log.info("checkpoint: %s", folder)
 
 
 def _subset_table(logits: dict[tuple[str, ...], ev.Logits], spec: ArtifactSpec) -> dict[str, dict[str, Any]]:

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from app.cli import main
-from tests.training.test_train import SMALL, write_toy_manifest
+from tests.training.test_train import write_toy_manifest
 
 
 @pytest.fixture(scope="module")
