@@ -55,3 +55,13 @@ def test_a_trainer_that_never_steps_fails_the_check(toy: Path, tmp_path: Path, m
     trained, untrained = train_and_measure(toy, tmp_path / "model")
     with pytest.raises(AssertionError):
         check_learned(trained, untrained)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_training_learns_on_cuda_with_mixed_precision(toy: Path, tmp_path: Path) -> None:
+    out = tmp_path / "model"
+    assert main(["train", "--manifest", str(toy), "--out", str(out), "--epochs", "6", "--patience", "6",
+                 "--workers", "2", "--lr", "5e-3", "--device", "cuda", "--accumulate-steps", "2", *SMALL]) == 0
+    trained = load_artifact(out)  # saved from the GPU, loaded on the CPU
+    assert _test_accuracy(trained.model, toy) >= CHANCE + 0.45

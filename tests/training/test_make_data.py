@@ -88,7 +88,8 @@ def test_cli_arguments_and_another_seed(dataset: Path, tmp_path: Path, capsys: p
     parser = argparse.ArgumentParser()
     make_data.add_arguments(parser)
     args = parser.parse_args(
-        ["--out", str(tmp_path), "--size", str(SIZE), "--seed", "8", "--audio-voices-per-language", "1"]
+        ["--out", str(tmp_path), "--size", str(SIZE), "--seed", "8", "--audio-voices-per-language", "1",
+         "--heldout-size", "0"]
     )
     manifest = make_data.run(args)
     assert manifest == tmp_path / "manifest.jsonl"
@@ -105,6 +106,7 @@ def test_cli_defaults() -> None:
     make_data.add_arguments(parser)
     args = parser.parse_args([])
     assert (args.out, args.size, args.seed, args.workers) == (Path("data/digits"), 12000, 0, 2)
+    assert (args.heldout_size, args.no_audio) == (2000, False)
     assert {name: getattr(args, name) for name in make_data.flat_defaults()} == make_data.flat_defaults()
 
 
