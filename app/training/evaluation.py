@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Iterable
+from contextlib import nullcontext
 from dataclasses import dataclass
 
 import torch
@@ -51,7 +52,9 @@ def predict_subsets(
             if not idx:
                 continue
             batch = collate([drop_modalities(samples[i], keep) for i in idx]).to(device)
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp and device.type == "cuda"):
+            # No autocast context at all without amp: a disabled one would switch off a caller's (bench/precision.py).
+            mixed = torch.autocast(device.type, dtype=torch.bfloat16) if amp and device.type == "cuda" else nullcontext()
+            with mixed:
                 logits[keep].append(model(batch).float().cpu())
             targets[keep].append(y[torch.as_tensor(idx, dtype=torch.long)])
     n = len(model.spec.labels)

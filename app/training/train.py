@@ -268,7 +268,8 @@ def single_modality_baselines(cfg: TrainConfig, data: Data) -> dict[str, dict[st
     for m in data.spec.ordered_modalities:
         log.info("comparison: training a %s-only model", m)
         spec = data.spec.model_copy(
-            update={"modalities": (m,), **{o: None for o in data.spec.ordered_modalities if o != m}}
+            update={"modalities": (m,), "temperature": 1.0, "subset_temperatures": {},
+                    **{o: None for o in data.spec.ordered_modalities if o != m}}
         )
         only = datasets(cfg, data.manifest, ArtifactSpec.model_validate(spec.model_dump()))
         result = train_one(cfg, only)
