@@ -166,7 +166,7 @@ class ArtifactSpec(_Strict):
     dtype: Literal["float32", "bfloat16", "float16"] = Field(
         "float32", description="Compute dtype on CUDA; the CPU always computes in float32."
     )
-    augmentation: dict[str, float | bool | str] = Field(
+    augmentation: dict[str, bool | int | float | str] = Field(
         default_factory=dict,
         description="The training-time augmentation the weights were trained with (a record; serving ignores it).",
     )

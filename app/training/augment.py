@@ -42,7 +42,7 @@ class Augmentation:
             None if audio is None else augment_audio(audio, self.audio, audio_rng),
         )
 
-    def record(self) -> dict[str, float | bool | str]:
+    def record(self) -> dict[str, bool | int | float | str]:
         """Flat `<modality>_<name>` settings, as config.json and the card record them."""
         return {f"{m}_{k}": v for m in _KINDS for k, v in dataclasses.asdict(getattr(self, m)).items()}
 
