@@ -8,7 +8,6 @@ decoded and preprocessed as the service does it (app.inputs + app.inputs.preproc
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import subprocess
 import sys
