@@ -14,6 +14,11 @@ from app.engine.engine import TorchEngine
 from tests.helpers import tiny_spec, write_tiny_artifact
 from tests.server import Server, running_server
 
+# Tests serve many small throwaway models: exporting each to ONNX (seconds per part) would dominate the suite, so
+# they run eager torch unless a test asks for a runtime (FUSION_RUNTIME's default, auto, is tested on its own in
+# tests/engine/test_runtime.py, and on the shipped model in tests/test_shipped_model.py).
+os.environ.setdefault("FUSION_RUNTIME", "torch")
+
 
 def pytest_runtest_setup(item: pytest.Item) -> None:
     """`@pytest.mark.needs_tool("espeak-ng", apt="espeak-ng")`: skipped where the program is missing, except under

@@ -33,7 +33,7 @@ def readme_files() -> dict[str, tuple]:
 
 @pytest.fixture(scope="module")
 def shipped() -> Iterator[Server]:
-    with running_server(ROOT / "models", max_batch_size=4) as s:
+    with running_server(ROOT / "models", max_batch_size=4, runtime="auto") as s:
         yield s
 
 
