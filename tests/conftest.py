@@ -61,6 +61,23 @@ def zoo_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root
 
 
+@pytest.fixture(scope="session")
+def exported(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A trained-like tri-modal artifact `m` whose four parts were exported for ONNX Runtime once, cached in its
+    own folder (copy the folder to serve it without exporting again)."""
+    from app.engine.predictor import Predictor
+    from app.engine.runtime import RuntimeOptions
+    from app.model.artifact import load_artifact
+    from tests.model.test_cpu_inference import trained_like
+
+    root = tmp_path_factory.mktemp("exported")
+    folder = trained_like(root / "m")
+    served = Predictor(load_artifact(folder), torch.device("cpu"),
+                       runtime=RuntimeOptions(requested="onnxruntime", cache_dir=root / "unused"))
+    assert served.runtime.onnx_parts == ("audio", "fusion", "image", "text"), served.runtime
+    return folder
+
+
 @pytest.fixture(scope="module")
 def server(models_dir: Path) -> Iterator[Server]:
     with running_server(models_dir) as s:

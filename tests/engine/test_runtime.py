@@ -40,16 +40,6 @@ def assert_same_answers(a: Predictor, b: Predictor, samples: list[Sample]) -> No
         assert float(np.abs(got - want).max()) < 1e-4
 
 
-@pytest.fixture(scope="module")
-def exported(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A trained-like tri-modal artifact whose four parts were exported once (into its own folder's cache)."""
-    root = tmp_path_factory.mktemp("exported")
-    folder = trained_like(root / "m")
-    served = predictor(folder, "onnxruntime", root / "unused")
-    assert served.runtime.name == "onnxruntime" and served.runtime.onnx_parts == PARTS
-    return folder
-
-
 def copy_without_cache(folder: Path, to: Path) -> Path:
     shutil.copytree(folder, to, ignore=shutil.ignore_patterns(ARTIFACT_SUBDIR))
     return to
