@@ -152,6 +152,28 @@ def measure(model_dir: Path, threads: int, device: str, sizes: list[int], second
                 r: results[r]["limit_samples_per_s"] / results[base]["limit_samples_per_s"] for r in runtimes[1:]}}
 
 
+def markdown(result: dict) -> str:
+    """The runtimes side by side: samples/s (wall) and CPU ms per sample, and each one's ratio to the first."""
+    base, runs = result["baseline"], result["runtimes"]
+    names = list(runs)
+    rows = {name: {row["batch_size"]: row for row in runs[name]["rows"]} for name in names}
+    head = ["batch"] + [f"{n} samples/s (spread)" for n in names] + [f"{n} / {base} (spread)" for n in names[1:]]
+    head += [f"{n} CPU ms/sample" for n in names] + [f"{n} / {base} by CPU time" for n in names[1:]]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---:|" * len(head)]
+    for b in rows[base]:
+        cells = [str(b)]
+        cells += [f"{rows[n][b]['samples_per_s']:.1f} ({rows[n][b]['spread'][0]:.0f}..{rows[n][b]['spread'][1]:.0f})"
+                  for n in names]
+        cells += [f"x{result['ratio_to_baseline'][n][str(b)]:.2f} (x{result['ratio_spread'][n][str(b)][0]:.2f}.."
+                  f"x{result['ratio_spread'][n][str(b)][1]:.2f})" for n in names[1:]]
+        cells += [f"{rows[n][b]['cpu_ms_per_sample']:.3f}" for n in names]
+        cells += [f"x{rows[base][b]['cpu_ms_per_sample'] / rows[n][b]['cpu_ms_per_sample']:.2f}" for n in names[1:]]
+        lines.append("| " + " | ".join(cells) + " |")
+    best = {n: f"{runs[n]['limit_samples_per_s']:.1f} at batch {runs[n]['best_batch_size']}" for n in names}
+    lines += ["", "Limit (best samples/s): " + "; ".join(f"{n} {v}" for n, v in best.items()) + "."]
+    return "\n".join(lines) + "\n"
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--models-dir", type=Path, default=Path("models"))
@@ -164,6 +186,7 @@ def main() -> None:
     ap.add_argument("--runtime", default="auto", help="comma-separated: main, torch, onnxruntime, auto")
     ap.add_argument("--cache-dir", type=Path, default=None, help="FUSION_RUNTIME_CACHE_DIR for the exports")
     ap.add_argument("--out", type=Path, default=None)
+    ap.add_argument("--markdown", type=Path, default=None, help="write the runtimes' table here (several runtimes)")
     args = ap.parse_args()
     result = measure(args.models_dir / args.model, args.threads, args.device,
                      [int(s) for s in args.sizes.split(",")], args.seconds, args.repeats,
@@ -171,6 +194,9 @@ def main() -> None:
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps(result, indent=2))
+    if args.markdown and "runtimes" in result:
+        args.markdown.parent.mkdir(parents=True, exist_ok=True)
+        args.markdown.write_text(markdown(result))
     summary = result.get("runtimes", {"": result})
     for name, r in summary.items():
         print(json.dumps({"runtime": name or r["runtime"]} | {k: v for k, v in r.items() if k not in ("rows",)}))
