@@ -22,11 +22,12 @@ from torch.export import Dim
 
 from app.model.audio_features import frame_count
 from app.model.classifier import FusionClassifier
+from app.model.encoders import TemporalCNN
 
 log = logging.getLogger(__name__)
 
 # Bumped whenever what a part holds or how it is exported changes, so older cached exports are not looked up.
-EXPORT_FORMAT = 1
+EXPORT_FORMAT = 2
 # Example batch size for tracing: not 0 or 1, which torch.export would specialise on.
 _EXAMPLE_ROWS = 3
 _EXPORTER_LOGGERS = ("onnxscript", "onnx_ir", "torch.onnx", "torch.export", "torch._dynamo", "torch.fx")
@@ -54,6 +55,45 @@ class FusionHead(nn.Module):
         return self.head(self.fusion(feats, mask))
 
 
+def _as_2d(module: nn.Module) -> nn.Module:
+    """`module` (a copy) with every 1-D convolution, batch norm and max pool as its 2-D equivalent over [N, C, 1, T]."""
+    if isinstance(module, nn.Conv1d):
+        conv = nn.Conv2d(module.in_channels, module.out_channels, (1, module.kernel_size[0]),
+                         stride=(1, module.stride[0]), padding=(0, module.padding[0]),  # type: ignore[index]
+                         dilation=(1, module.dilation[0]), groups=module.groups, bias=module.bias is not None)
+        with torch.no_grad():
+            conv.weight.copy_(module.weight.unsqueeze(2))
+            if module.bias is not None:
+                conv.bias.copy_(module.bias)  # type: ignore[union-attr]
+        return conv.eval()
+    if isinstance(module, nn.BatchNorm1d):
+        norm = nn.BatchNorm2d(module.num_features, eps=module.eps)
+        norm.load_state_dict(module.state_dict())
+        return norm.eval()
+    if isinstance(module, nn.MaxPool1d):
+        return nn.MaxPool2d((1, module.kernel_size), stride=(1, module.stride),  # type: ignore[arg-type]
+                            ceil_mode=module.ceil_mode)
+    module = copy.copy(module)
+    module._modules = {name: _as_2d(child) for name, child in module.named_children()}  # type: ignore[assignment]
+    return module
+
+
+class TemporalCNN2d(nn.Module):
+    """`TemporalCNN` computed with 2-D layers over [N, mel bins, 1, frames]: the same numbers, and ONNX Runtime's
+    blocked-layout convolutions apply to 2-D convolutions only (the default model's audio encoder ran 1.5x faster)."""
+
+    def __init__(self, net: TemporalCNN) -> None:
+        super().__init__()
+        self.stem, self.blocks, self.pool = _as_2d(net.stem), _as_2d(net.blocks), _as_2d(net.pool)
+        self.proj = copy.deepcopy(net.proj)
+
+    def forward(self, mel: torch.Tensor) -> torch.Tensor:
+        x = self.stem(mel.transpose(1, 2))  # [N, 1, M, T] -> [N, M, 1, T]: mel bins as channels
+        for block in self.blocks:
+            x = torch.relu(block(x) + self.pool(x))
+        return self.proj(x.mean(dim=(2, 3)))
+
+
 def parts_of(model: FusionClassifier) -> list[Part]:
     """The parts of `model` (as trained, on the CPU, in eval mode) that ONNX Runtime serves."""
     spec, rows = model.spec, _EXAMPLE_ROWS
@@ -76,7 +116,9 @@ def parts_of(model: FusionClassifier) -> list[Part]:
     if spec.audio is not None:
         mel = torch.randn(rows, 1, spec.audio.n_mels, frame_count(spec.audio.clip_samples, spec.audio.hop_length),
                           generator=g)
-        parts.append(Part("audio", model.encoders["audio"].cnn, ("mel",), (mel,), ({0: batch},)))
+        cnn = model.encoders["audio"].cnn
+        exported = TemporalCNN2d(cnn) if isinstance(cnn, TemporalCNN) else cnn
+        parts.append(Part("audio", exported, ("mel",), (mel,), ({0: batch},)))
     m = len(model.modalities)
     feats = torch.randn(rows, m, spec.fusion.dim, generator=g)
     mask = torch.ones(rows, m, dtype=torch.bool)
