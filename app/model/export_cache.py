@@ -6,16 +6,22 @@ Nothing read back from here is trusted: the caller checks what it builds from it
 """
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import logging
 import os
 import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 log = logging.getLogger(__name__)
 
 ARTIFACT_SUBDIR = ".runtime-cache"
+# Longest a load waits for another process exporting the same model (the default model takes 10-15 s of CPU).
+LOCK_TIMEOUT_S = 300.0
 
 
 def default_cache_dir() -> Path:
@@ -56,8 +62,7 @@ class ExportCache:
         """Write atomically (a reader never sees half a file); None where no folder takes it."""
         for folder in self.folders:
             try:
-                folder.mkdir(mode=0o700 if folder in self.private else 0o755, parents=True, exist_ok=True)
-                if not self._usable(folder):
+                if not self._ready(folder):
                     continue
                 fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=".part")
                 try:
@@ -72,6 +77,42 @@ class ExportCache:
             except OSError as exc:  # read-only mount, permissions, full disk: try the next folder
                 log.debug("cannot cache %s in %s: %s", name, folder, exc)
         return None
+
+    @contextmanager
+    def locked(self, name: str, timeout_s: float = LOCK_TIMEOUT_S) -> Iterator[None]:
+        """Hold the lock `name` in the first folder that takes a file: processes loading the same model at once
+        (replicas, workers) export it once; the others wait here, then find the exports cached. Without a folder
+        to lock in, or after `timeout_s`, go on unlocked (at worst, the work is done twice)."""
+        fd = None
+        for folder in self.folders:
+            try:
+                if self._ready(folder):
+                    fd = os.open(folder / f".lock-{name}", os.O_RDWR | os.O_CREAT, 0o600)
+                    break
+            except OSError as exc:
+                log.debug("no lock in %s: %s", folder, exc)
+        if fd is not None:
+            deadline = time.monotonic() + timeout_s
+            while True:
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except BlockingIOError:
+                    if time.monotonic() > deadline:
+                        log.warning("another process has held the runtime cache lock %s for %.0f s; going on", name,
+                                    timeout_s)
+                        break
+                    time.sleep(0.2)
+        try:
+            yield
+        finally:
+            if fd is not None:
+                os.close(fd)  # releases the lock
+
+    def _ready(self, folder: Path) -> bool:
+        """Create `folder` if needed; whether files may go there."""
+        folder.mkdir(mode=0o700 if folder in self.private else 0o755, parents=True, exist_ok=True)
+        return self._usable(folder)
 
     def _usable(self, folder: Path) -> bool:
         if folder not in self.private:

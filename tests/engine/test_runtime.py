@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import shutil
+import threading
 from collections.abc import Callable
 from pathlib import Path
 
@@ -20,11 +21,11 @@ from app.engine.runtime import RuntimeOptions
 from app.model import onnx_parts
 from app.model.artifact import load_artifact
 from app.model.batch import Sample
-from app.model.export_cache import ARTIFACT_SUBDIR
+from app.model.export_cache import ARTIFACT_SUBDIR, ExportCache
 from app.model.spec import FUSION_TYPES, TextSpec
 from app.model.classifier import FusionClassifier
 from tests.helpers import tiny_spec, write_tiny_artifact
-from tests.model.test_cpu_inference import mixed_samples, trained_like
+from tests.model.test_cpu_inference import mixed_samples
 
 PARTS = ("audio", "fusion", "image", "text")
 
@@ -257,3 +258,24 @@ def test_a_damaged_cached_file_is_exported_again(exported: Path, tmp_path: Path,
     monkeypatch.setattr(onnx_parts, "export", lambda part: exports.append(part.name) or fresh(part))
     assert predictor(folder, "onnxruntime", tmp_path / "cache").runtime.onnx_parts == PARTS
     assert exports == ["audio"]
+
+
+def test_processes_loading_the_same_model_export_it_once(exported: Path, tmp_path: Path,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """While one process holds the model's cache lock (it is exporting), another waits, then reads what the first
+    cached instead of exporting again."""
+    folder = copy_without_cache(exported, tmp_path / "m")
+    exports: list[str] = []
+    monkeypatch.setattr(onnx_parts, "export", lambda part: exports.append(part.name) or b"")
+    digest = onnx_parts.weights_digest(load_artifact(folder).model)
+    cache = ExportCache.for_artifact(folder, tmp_path / "cache")
+    result: dict[str, Predictor] = {}
+    with cache.locked(digest[:16]):  # a separate open file: flock excludes it even within one process
+        loader = threading.Thread(target=lambda: result.setdefault("p", predictor(folder, "onnxruntime",
+                                                                                   tmp_path / "cache")))
+        loader.start()
+        loader.join(2.0)
+        assert loader.is_alive() and not exports  # waiting for the lock, not exporting
+        shutil.copytree(exported / ARTIFACT_SUBDIR, folder / ARTIFACT_SUBDIR, dirs_exist_ok=True)
+    loader.join(120)
+    assert not exports and result["p"].runtime.onnx_parts == PARTS
