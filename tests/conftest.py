@@ -63,7 +63,7 @@ def zoo_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="session")
 def exported(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A trained-like tri-modal artifact `m` whose four parts were exported for ONNX Runtime once, cached in its
+    """A trained-like tri-modal artifact `m` whose five parts were exported for ONNX Runtime once, cached in its
     own folder (copy the folder to serve it without exporting again)."""
     from app.engine.predictor import Predictor
     from app.engine.runtime import RuntimeOptions
@@ -74,7 +74,7 @@ def exported(tmp_path_factory: pytest.TempPathFactory) -> Path:
     folder = trained_like(root / "m")
     served = Predictor(load_artifact(folder), torch.device("cpu"),
                        runtime=RuntimeOptions(requested="onnxruntime", cache_dir=root / "unused"))
-    assert served.runtime.onnx_parts == ("audio", "fusion", "image", "text"), served.runtime
+    assert served.runtime.onnx_parts == ("all", "audio", "fusion", "image", "text"), served.runtime
     return folder
 
 

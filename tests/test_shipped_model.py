@@ -81,5 +81,5 @@ def test_the_shipped_model_reports_its_runtime(shipped: Server) -> None:
     assert runtime["requested"] == "auto" and runtime["name"] in ("torch", "onnxruntime")
     assert set(runtime["speedup"]) == {"1", "4"}  # both were timed: batch 1 and the largest batch
     if runtime["name"] == "onnxruntime":
-        assert runtime["onnx_parts"] == ["audio", "fusion", "image", "text"]
+        assert runtime["onnx_parts"] == ["all", "audio", "fusion", "image", "text"]
         assert 0 <= runtime["parity"] <= 1e-4

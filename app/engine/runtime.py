@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from torch import nn
 
 from app.engine.api import RuntimeReport
 from app.engine.check_inputs import CheckInputs
@@ -28,7 +29,6 @@ from app.inputs.preprocess import Preprocessor
 from app.model import onnx_parts
 from app.model.artifact import Artifact
 from app.model.batch import Batch, Sample, collate
-from app.model.classifier import FusionClassifier
 from app.model.cpu_inference import optimize_for_cpu
 from app.model.export_cache import ExportCache, cache_key
 
@@ -56,7 +56,7 @@ class RuntimeOptions:
 
 @dataclass
 class ServedRuntime:
-    model: FusionClassifier
+    model: nn.Module
     report: RuntimeReport
 
 
@@ -110,7 +110,7 @@ def choose_runtime(artifact: Artifact, device: torch.device, options: RuntimeOpt
 
 @dataclass
 class _Built:
-    model: FusionClassifier | None
+    model: nn.Module | None
     parts: list[str]
     parity: float
     note: str

