@@ -6,7 +6,14 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import AfterValidator, BeforeValidator, Field, SecretStr, ValidationError
+from pydantic import (
+    AfterValidator,
+    BeforeValidator,
+    ByteSize,
+    Field,
+    SecretStr,
+    ValidationError,
+)
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 # RFC 6750's b64token, so a key always fits a `Authorization: Bearer <key>` header.
@@ -51,6 +58,17 @@ class Settings(BaseSettings):
     warmup: bool = Field(
         True, description="Run each modality and a ladder of batch sizes up to max_batch_size before reporting ready."
     )
+    runtime: Literal["auto", "torch", "onnxruntime"] = Field(
+        "auto",
+        description="What runs the forward pass on CPU: torch (eager), onnxruntime (encoders and fusion head exported "
+        "to ONNX; served only where their logits agree with the model's), or auto: the faster of the two, timed at "
+        "load. On a GPU, torch.",
+    )
+    runtime_cache_dir: Path | None = Field(
+        None,
+        description="Where ONNX exports are cached when the model's folder is read-only; unset: a per-user folder "
+        "under the system's temporary folder. Exports are checked against the model at every load.",
+    )
     cpu_rewrites: bool = Field(
         True,
         description="On CPU, serve convolutions with batch norms folded in and channels-last layout (checked against "
@@ -92,6 +110,13 @@ class Settings(BaseSettings):
     max_inflight_requests: int = Field(
         512, ge=1, description="Requests with a body in progress at once (uploading, decoding, queued); then 503."
     )
+    max_inflight_bytes: Annotated[ByteSize, Field(ge=2**20)] | None = Field(
+        None,
+        description="Memory budget for requests in flight (bodies as they arrive, inputs while they are decoded), "
+        "in bytes or with a unit (512MiB, 2GiB); beyond it: 503 with Retry-After, before the body is read. Unset: "
+        "the memory the process may use (cgroup limit, else physical memory) less its own size once loaded and "
+        "warmed up, less a margin of a fifth.",
+    )
     drain_delay_s: float = Field(
         5.0, ge=0, description="On SIGTERM: how long /readyz and new requests answer 503 before the listener closes."
     )
@@ -124,6 +149,10 @@ class Settings(BaseSettings):
     max_audio_seconds: float = Field(60.0, gt=0, description="Duration of one audio file.")
     max_audio_samples: int = Field(24_000_000, ge=1, description="Decoded frames x channels per audio file.")
     max_text_chars: int = Field(10_000, ge=1, description="Characters of one text.")
+    max_decode_seconds: float = Field(
+        5.0, gt=0, description="CPU seconds one audio file may take to decode; then 422 (a file crafted to keep a "
+        "decoder busy).",
+    )
 
 
 @lru_cache

@@ -16,6 +16,7 @@ import numpy as np
 from app.config import Settings
 from app.engine.api import Announcement, ModelDescription, Prediction
 from app.errors import MissingInput, ModalityNotSupported, ModelNotFound, ServiceError
+from app.inputs.budget import ByteBudget
 from app.inputs.parts import RawInputs
 from app.metrics import ServiceMetrics
 from app.model.spec import ArtifactSpec, AudioSpec, ImageSpec, TextSpec
@@ -53,6 +54,7 @@ class FakeEngine:
     calls: list[tuple[str | None, list[RawInputs]]] = field(default_factory=list)
     fail_with: ServiceError | None = None
     withdrawn: int = 0
+    budgets: list[ByteBudget | None] = field(default_factory=list)
     started: bool = False
 
     @property
@@ -76,6 +78,10 @@ class FakeEngine:
     def max_samples(self, name: str | None) -> int:
         return self.settings.max_queue_size
 
+    @property
+    def decode_reserve(self) -> int:
+        return 0  # it decodes nothing
+
     def load(self) -> None:
         pass
 
@@ -92,10 +98,15 @@ class FakeEngine:
         return _Withdrawn(self)
 
     async def predict(
-        self, name: str | None, raws: Sequence[RawInputs], announcement: Announcement | None = None
+        self,
+        name: str | None,
+        raws: Sequence[RawInputs],
+        announcement: Announcement | None = None,
+        budget: ByteBudget | None = None,
     ) -> list[Prediction]:
         self.describe(name)
         self.calls.append((name, list(raws)))
+        self.budgets.append(budget)
         if announcement is not None:
             announcement.withdraw()
         if self.fail_with is not None:

@@ -12,8 +12,26 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from app.inputs.budget import ByteBudget
 from app.inputs.parts import RawInputs
 from app.model.spec import ArtifactSpec, Modality
+
+
+@dataclass(frozen=True, slots=True)
+class RuntimeReport:
+    """What runs a model's forward pass, and why (FUSION_RUNTIME; decided at load, app.engine.runtime).
+
+    `name`: "torch" (eager PyTorch) or "onnxruntime" (its encoders and fusion head, `onnx_parts`, on ONNX Runtime;
+    the log-mel front end and the batch bookkeeping in torch). `parity`: the largest difference of any logit from
+    the model as trained over the load-time check inputs (None where nothing was rewritten). `speedup`: the
+    measured time of eager torch over the served runtime's, per batch size, where both were timed (auto)."""
+
+    name: str = "torch"
+    requested: str = "torch"
+    onnx_parts: tuple[str, ...] = ()
+    parity: float | None = None
+    speedup: Mapping[int, float] = field(default_factory=dict)
+    note: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -26,6 +44,7 @@ class ModelDescription:
     device: str
     parameter_count: int
     metrics: dict[str, Any] = field(default_factory=dict)
+    runtime: RuntimeReport = field(default_factory=RuntimeReport)
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,6 +83,11 @@ class Engine(Protocol):
     def max_samples(self, name: str | None) -> int:
         """The most samples one call may submit to a model (its queue's capacity)."""
 
+    @property
+    def decode_reserve(self) -> int:
+        """Bytes to keep in a memory budget for decoding: the footprint of the largest common input the decode
+        limits allow (app.inputs.footprint), times the samples this engine decodes at once."""
+
     def describe(self, name: str | None) -> ModelDescription:
         """The named model (the default one for None); ModelNotFound otherwise."""
 
@@ -83,7 +107,12 @@ class Engine(Protocol):
         """Declare a request whose samples are still arriving, so an idle model's next batch may wait for them."""
 
     async def predict(
-        self, name: str | None, raws: Sequence[RawInputs], announcement: Announcement | None = None
+        self,
+        name: str | None,
+        raws: Sequence[RawInputs],
+        announcement: Announcement | None = None,
+        budget: ByteBudget | None = None,
     ) -> list[Prediction]:
         """Predictions for 1..N samples, in order. Every sample is checked; a failing sample fails the call with
-        its error (naming it when there are several)."""
+        its error (naming it when there are several). With a `budget`, each sample's decoded footprint is held on
+        it while the sample is decoded (Overloaded when it does not fit)."""

@@ -5,8 +5,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from app.config import Settings
-from app.decoding import DecodeLimits
 from app.engine.batcher import BatchConfig
+from app.inputs.limits import DecodeLimits
 
 
 @dataclass(frozen=True, slots=True)
@@ -18,6 +18,8 @@ class EngineConfig:
     device: str
     torch_threads: int
     cpu_rewrites: bool
+    runtime: str
+    runtime_cache_dir: Path | None
     warmup: bool
     preprocess_workers: int
     batch: BatchConfig
@@ -31,6 +33,8 @@ class EngineConfig:
             device=s.device,
             torch_threads=s.torch_threads,
             cpu_rewrites=s.cpu_rewrites,
+            runtime=s.runtime,
+            runtime_cache_dir=s.runtime_cache_dir,
             warmup=s.warmup,
             preprocess_workers=s.preprocess_workers,
             batch=BatchConfig(
@@ -39,11 +43,5 @@ class EngineConfig:
                 max_queue_size=s.max_queue_size,
                 timeout_s=s.request_timeout_s,
             ),
-            limits=DecodeLimits(
-                max_image_pixels=s.max_image_pixels,
-                max_image_frames=s.max_image_frames,
-                max_audio_seconds=s.max_audio_seconds,
-                max_audio_samples=s.max_audio_samples,
-                max_text_chars=s.max_text_chars,
-            ),
+            limits=DecodeLimits.from_settings(s),
         )

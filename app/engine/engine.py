@@ -18,10 +18,13 @@ from app.engine.batcher import BatchObserver, DynamicBatcher
 from app.engine.catalog import find_models
 from app.engine.config import EngineConfig
 from app.engine.frontend import FrontEnd
-from app.engine.pipeline import make_preprocess_pool, run_jobs
+from app.engine.pipeline import decode_slots, make_preprocess_pool, run_jobs
 from app.engine.predictor import Predictor, resolve_device
+from app.engine.runtime import RuntimeOptions
 from app.engine.served import ServedModel
 from app.errors import ModelNotFound
+from app.inputs.budget import ByteBudget
+from app.inputs.footprint import largest_footprint
 from app.inputs.parts import RawInputs
 from app.inputs.preprocess import Preprocessor
 from app.model.artifact import MODEL_NAME_RE, load_artifact
@@ -61,6 +64,11 @@ class TorchEngine:
     def max_samples(self, name: str | None) -> int:
         return self.get(name).batcher.config.max_queue_size
 
+    @property
+    def decode_reserve(self) -> int:
+        slots = decode_slots(self._pool, len(self.served))
+        return slots * largest_footprint(self.config.limits)
+
     def get(self, name: str | None = None) -> ServedModel:
         """The named model, or the default one; ModelNotFound otherwise."""
         key = self._default if name is None else name
@@ -76,11 +84,17 @@ class TorchEngine:
 
     def _load_one(self, folder: Path) -> ServedModel:
         artifact = load_artifact(folder)
-        predictor = Predictor(artifact, self.device, cpu_rewrites=self.config.cpu_rewrites)
+        predictor = Predictor(artifact, self.device, runtime=RuntimeOptions(
+            requested=self.config.runtime,
+            cpu_rewrites=self.config.cpu_rewrites,
+            cache_dir=self.config.runtime_cache_dir,
+            timing_batch=self.config.batch.max_batch_size,
+        ))
         preprocessor = Preprocessor(artifact.spec)
         observer = self._observer(folder.name) if self._observer else None
         handler = functools.partial(run_jobs, predictor, preprocessor, self.config.limits)
-        log.info("loaded model %s v%s from %s on %s", folder.name, artifact.spec.version, folder, self.device)
+        log.info("loaded model %s v%s from %s on %s, runtime %s", folder.name, artifact.spec.version, folder,
+                 self.device, predictor.runtime.name)
         front = FrontEnd(
             description=ModelDescription(
                 name=folder.name,
@@ -89,6 +103,7 @@ class TorchEngine:
                 device=str(self.device),
                 parameter_count=artifact.model.parameter_count(),
                 metrics=artifact.metrics,
+                runtime=predictor.runtime,
             ),
             preprocessor=preprocessor,
             limits=self.config.limits,
@@ -120,6 +135,10 @@ class TorchEngine:
         return self.get(name).batcher.announce()
 
     async def predict(
-        self, name: str | None, raws: Sequence[RawInputs], announcement: Announcement | None = None
+        self,
+        name: str | None,
+        raws: Sequence[RawInputs],
+        announcement: Announcement | None = None,
+        budget: ByteBudget | None = None,
     ) -> list[Prediction]:
-        return await self.get(name).predict(raws, announcement)
+        return await self.get(name).predict(raws, announcement, budget)

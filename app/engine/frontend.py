@@ -9,11 +9,12 @@ from concurrent.futures import Executor
 from dataclasses import dataclass
 from typing import TypeVar
 
-from app.decoding import DecodeLimits
 from app.engine import pipeline
 from app.engine.api import ModelDescription, Prediction
 from app.engine.pipeline import Job, run_cpu
 from app.errors import MissingInput, ModalityNotSupported, PayloadTooLarge, ServiceError
+from app.inputs.budget import ByteBudget
+from app.inputs.limits import DecodeLimits
 from app.inputs.parts import RawInputs
 from app.inputs.preprocess import Preprocessor
 
@@ -47,11 +48,13 @@ class FrontEnd:
     def name(self) -> str:
         return self.description.name
 
-    async def jobs(self, raws: Sequence[RawInputs], admit: Callable[[], None]) -> tuple[list[Job], float]:
+    async def jobs(
+        self, raws: Sequence[RawInputs], admit: Callable[[], None], budget: ByteBudget | None = None
+    ) -> tuple[list[Job], float]:
         """The jobs for a call's samples, and the time spent decoding them here. `admit` raises if the model would
         refuse the work now, before any CPU is spent decoding. Where a lone sample is left raw, the inference
         thread decodes it; otherwise every sample is decoded before any is queued, so a bad sample in a call of
-        several costs no forward pass."""
+        several costs no forward pass. Each sample's decoded footprint is held on `budget` while it is decoded."""
         if not raws:
             raise MissingInput("the request holds no samples; send at least one")
         if len(raws) > self.max_samples:
@@ -62,11 +65,12 @@ class FrontEnd:
         for i, raw in enumerate(raws):
             named(i, len(raws), self._check_modalities, raw)
         if self.decode_in_batch and self.pool is None and len(raws) == 1:
-            return [Job(raw=raws[0])], 0.0
+            return [Job(raw=raws[0], budget=budget)], 0.0
         admit()
         t0 = time.perf_counter()
         samples = await asyncio.gather(
-            *(run_cpu(self.pool, named, i, len(raws), pipeline.prepare_sample, self.preprocessor, raw, self.limits)
+            *(run_cpu(self.pool, named, i, len(raws), pipeline.prepare_sample, self.preprocessor, raw, self.limits,
+                      budget)
               for i, raw in enumerate(raws)),
             return_exceptions=True,
         )

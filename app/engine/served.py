@@ -11,6 +11,7 @@ from app.engine.batcher import DynamicBatcher
 from app.engine.frontend import FrontEnd, Outcome, named_error, predictions, raise_first
 from app.engine.pipeline import Job, Scored
 from app.engine.predictor import Predictor
+from app.inputs.budget import ByteBudget
 from app.inputs.parts import RawInputs
 
 
@@ -30,10 +31,12 @@ class ServedModel:
     def description(self) -> ModelDescription:
         return self.front.description
 
-    async def predict(self, raws: Sequence[RawInputs], announcement: Announcement | None = None) -> list[Prediction]:
+    async def predict(
+        self, raws: Sequence[RawInputs], announcement: Announcement | None = None, budget: ByteBudget | None = None
+    ) -> list[Prediction]:
         """Predictions for `raws`, in order; see `Engine.predict`. `announcement` ends once the first sample is
         queued (or refused)."""
-        jobs, preprocess_ms = await self.front.jobs(raws, self.batcher.admit)
+        jobs, preprocess_ms = await self.front.jobs(raws, self.batcher.admit, budget)
         return predictions(raws, await self.submit_all(jobs, announcement), preprocess_ms)
 
     async def submit_all(self, jobs: Sequence[Job], announcement: Announcement | None = None) -> list[Outcome]:

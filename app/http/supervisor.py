@@ -95,25 +95,30 @@ class Supervisor:
         sockets = self.plan.owner_sockets(self.rundir)
         if child.index < self.plan.workers:
             target, args = processes.worker_main, (self.plan.worker_settings(), self.sock, self.peers, child.index,
-                                                   sockets)
+                                                   sockets, self.plan.workers, os.getpid())
         else:
             owner = child.index - self.plan.workers
             device = self.plan.devices[owner]
             target, args = processes.owner_main, (self.plan.owner_settings(device), device, sockets[owner],
-                                                  self.peers, child.index, child.name)
+                                                  self.peers, child.index, child.name, os.getpid())
         child.process = self.ctx.Process(target=target, args=args, name=child.name)
         child.process.start()
 
     def _supervise(self) -> int:
         ever_ready: set[int] = set()
+        started, announced = time.monotonic(), False
         while not self._stopping:
             ever_ready |= {c.index for c in self.children if self.peers.is_ready(c.index)}
+            if not announced and len(ever_ready) == len(self.children):
+                announced = True  # the line a user looks for: where to send requests, once every process answers
+                log.info("serving on %s with %d workers (all ready in %.1f s)", self.url, self.plan.workers,
+                         time.monotonic() - started)
             dead = [c for c in self.children if c.process is not None and not c.process.is_alive()]
             for child in dead:
                 code = child.process.exitcode  # type: ignore[union-attr]
                 self._forget(child)
                 if child.index not in ever_ready:
-                    log.critical("%s exited with status %s before it was ready; stopping", child.name, code)
+                    log.error("%s exited with status %s before it was ready; stopping the service", child.name, code)
                     self._stop_all(signal.SIGTERM, timeout_s=10)
                     return STARTUP_FAILED
                 child.restarts += 1
@@ -122,6 +127,12 @@ class Supervisor:
                 self._start(child)
             wait([c.process.sentinel for c in self.children if c.process is not None], timeout=0.5)
         return self._drain()
+
+    @property
+    def url(self) -> str:
+        host = self.settings.host
+        port = self.sock.getsockname()[1] if self.sock is not None else self.settings.port  # port 0: the one bound
+        return f"http://{f'[{host}]' if ':' in host else host}:{port}"
 
     def _forget(self, child: Child) -> None:
         """A dead process: not ready, and its live gauges no longer count."""

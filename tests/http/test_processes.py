@@ -123,16 +123,32 @@ def test_a_killed_model_owner_fails_its_requests_fast_then_comes_back(models_dir
 
 
 def test_sigterm_drains_every_worker_and_exits_0(models_dir: Path, tmp_path: Path) -> None:
-    with serve_process(models_dir, tmp_path, forward_s=0.3, workers=2, model_placement="owner", drain_delay_s=1,
-                       log_level="info") as server:
+    with serve_process(models_dir, tmp_path, forward_s=1.0, workers=2, model_placement="owner", drain_delay_s=1,
+                       max_batch_size=2, log_level="info") as server:
         with ThreadPoolExecutor(6) as pool:
             pending = [pool.submit(predict, server.url) for _ in range(6)]
-            time.sleep(0.2)
+            end = time.monotonic() + 60
+            while metric(httpx.get(f"{server.url}/metrics").text, "fusion_queued_requests") < 4:  # all admitted
+                assert time.monotonic() < end, "the requests did not queue"
+                time.sleep(0.05)
             server.terminate()
-            time.sleep(0.2)
+            time.sleep(0.3)
             during = httpx.get(f"{server.url}/readyz", timeout=5).status_code
             answered = [f.result().status_code for f in pending]
         code = server.proc.wait(60)
     assert during == 503  # readiness fails at once, on every worker
-    assert answered == [200] * 6  # the admitted requests were finished
+    assert answered == [200] * 6  # the admitted requests were finished (3 batches of 2, 1 s each)
     assert code == 0
+
+
+def test_workers_and_owners_stop_when_the_supervisor_is_killed(models_dir: Path, tmp_path: Path) -> None:
+    with serve_process(models_dir, tmp_path, workers=2, model_placement="owner", drain_delay_s=0,
+                       log_level="info") as server:
+        pids = children(server)
+        assert set(pids) == {"worker-0", "worker-1", "owner-0"}
+        os.kill(server.proc.pid, signal.SIGKILL)  # not a drain: gone at once, as in an out-of-memory kill
+        end = time.monotonic() + 60
+        while (alive := [n for n, pid in pids.items() if Path(f"/proc/{pid}").exists()
+                         and "zombie" not in Path(f"/proc/{pid}/status").read_text().lower()]):
+            assert time.monotonic() < end, f"still running without their supervisor: {alive}"
+            time.sleep(0.2)

@@ -30,12 +30,15 @@ PREDICT_BODY: dict[str, Any] = {
                     "properties": {
                         "image": {
                             **_FILE,
-                            "description": "Image file: JPEG, PNG, WebP, GIF (first frame), BMP or TIFF.",
+                            "description": "Image file: JPEG, PNG, WebP, GIF (first frame), BMP, TIFF, AVIF, "
+                            "HEIC/HEIF or JPEG XL; the type is read from the content.",
                         },
                         "text": {"type": "string", "description": "UTF-8 text."},
                         "audio": {
                             **_FILE,
-                            "description": "Audio file: WAV (PCM/float), FLAC, OGG or MP3; any rate and channels.",
+                            "description": "Audio file: WAV/W64/RF64, FLAC, OGG, MP3, WebM/Matroska, "
+                            "MP4/M4A/3GP/MOV, CAF, AIFF, AMR or AAC (Opus, Vorbis, AAC, ALAC, AMR, GSM, PCM, ...), "
+                            "or a video file's audio track; any rate and channels; the type is read from the content.",
                         },
                     },
                 }
@@ -98,9 +101,10 @@ async def _predict(request: Request, name: str | None, top_k: int) -> Response:
             MODALITIES,
             state.form_limits,
         )
-        raw = RawInputs(**{part: bytes(p.data) for part, p in parts.items() if p.data})
+        # The parts' own buffers, not copies: each upload is held once (its body is on the budget already).
+        raw = RawInputs(**{part: p.data for part, p in parts.items() if p.data})
         request.state.modalities = raw.modalities  # for the access log
-        outcome = await unless_client_leaves(request, engine.predict(name, [raw], announcement))
+        outcome = await unless_client_leaves(request, engine.predict(name, [raw], announcement, state.budget))
     finally:
         announcement.withdraw()
     if outcome is CLIENT_LEFT:

@@ -55,6 +55,26 @@ class Limits(BaseModel):
     max_audio_seconds: float
     max_audio_samples: int = Field(description="Decoded frames x channels of one audio file.")
     max_text_chars: int
+    max_decode_seconds: float = Field(description="CPU seconds one audio file may take to decode.")
+    max_inflight_bytes: int = Field(
+        description="This process's memory budget for requests in flight: bodies as they arrive, inputs while they "
+        "are decoded (FUSION_MAX_INFLIGHT_BYTES, or derived from the memory the process may use). Beyond it: 503 "
+        "with Retry-After."
+    )
+    inflight_bytes_reserve: int = Field(description="The part of that budget only decoding may use.")
+
+
+class RuntimeInfo(BaseModel):
+    name: str = Field(description="What runs the forward pass: `torch` (eager PyTorch) or `onnxruntime`.",
+                      examples=["onnxruntime"])
+    requested: str = Field(description="FUSION_RUNTIME: `auto`, `torch` or `onnxruntime`.")
+    onnx_parts: list[str] = Field(description="The parts (encoders, `fusion` head) ONNX Runtime serves; torch the rest.")
+    parity: float | None = Field(
+        description="Largest difference of any logit from the model as trained, over the inputs checked at load "
+        "(every modality subset); null where the model is served as trained.")
+    speedup: dict[str, float] = Field(
+        description="Eager torch's time over the served runtime's per batch size, as measured at load (`auto`).")
+    note: str = Field(description="Why this runtime is served (a fallback says what failed).")
 
 
 class ModelInfo(BaseModel):
@@ -68,6 +88,7 @@ class ModelInfo(BaseModel):
     fusion: str
     parameters: int
     device: str
+    runtime: RuntimeInfo
     temperature: float = Field(description="Calibration temperature for input subsets without their own.")
     subset_temperatures: dict[str, float] = Field(description="Calibration temperature per input subset.")
     preprocessing: Preprocessing

@@ -16,10 +16,21 @@ from collections.abc import Sequence
 import numpy as np
 
 from app.engine.api import Engine, ModelDescription, Prediction
-from app.errors import MalformedRequest, MissingInput, ModelNotFound, PayloadTooLarge, UnknownField
+from app.errors import (
+    MalformedRequest,
+    MissingInput,
+    ModelNotFound,
+    PayloadTooLarge,
+    UnknownField,
+)
 from app.http.v2.codec import OutputTensor, ParsedRequest, RequestedOutput
-from app.http.v2.schemas import ModelConfig, ModelConfigTensor, ModelMetadata, TensorMetadata
-from app.inputs.parts import RawInputs
+from app.http.v2.schemas import (
+    ModelConfig,
+    ModelConfigTensor,
+    ModelMetadata,
+    TensorMetadata,
+)
+from app.inputs.parts import Buffer, RawInputs
 from app.model.spec import MODALITIES
 
 PROBABILITIES = "probabilities"
@@ -73,7 +84,7 @@ def raw_samples(request: ParsedRequest, max_element_bytes: int) -> list[RawInput
     """One RawInputs per sample. Checks names and shapes; which modalities a model accepts is checked later."""
     if not request.inputs:
         raise MissingInput(f"the request has no inputs; send any of {', '.join(MODALITIES)} as BYTES of shape [N]")
-    columns: dict[str, list[bytes | None]] = {}
+    columns: dict[str, list[Buffer | None]] = {}
     count: int | None = None
     for tensor in request.inputs:
         if tensor.name not in MODALITIES:
@@ -138,7 +149,7 @@ def output_tensors(
     return tensors
 
 
-def _element(name: str, index: int, data: bytes, from_base64: bool, limit: int) -> bytes | None:
+def _element(name: str, index: int, data: Buffer, from_base64: bool, limit: int) -> Buffer | None:
     if not data:
         return None
     if from_base64:
