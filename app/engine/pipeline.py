@@ -58,7 +58,7 @@ def prepare_sample(
     the budget has no room for it now."""
     with budget.decoding(decoded_footprint(raw, limits)) if budget is not None else contextlib.nullcontext():
         return preprocessor(
-            image=None if raw.image is None else decode_image(raw.image, limits),
+            image=None if raw.image is None else decode_image(raw.image, limits, preprocessor.image_decode_side),
             text=None if raw.text is None else decode_text(raw.text, limits),
             audio=None if raw.audio is None else decode_audio(raw.audio, limits),
         )

@@ -25,6 +25,11 @@ _HIGH_DEPTH_MODES = {"I;16": 257.0, "I;16L": 257.0, "I;16B": 257.0, "I;16N": 257
 _CONVERT_FIRST = {"La": "LA", "LAB": "RGB"}
 
 
+# Pixels of the decoded picture's shorter side per pixel of the model's input: ink that fills a third of the frame
+# still covers 4 source pixels per model pixel, what `ink.render_ink` samples (twice the size, box-averaged).
+DECODE_SIDE_PER_PIXEL = 12
+
+
 class Preprocessor:
     """Per-sample transforms for one model. Thread-safe: it holds no mutable state."""
 
@@ -33,6 +38,11 @@ class Preprocessor:
         self._image = ImagePreprocessor(spec.image) if spec.image else None
         self._text = TextPreprocessor(spec.text) if spec.text else None
         self._audio = AudioPreprocessor(spec.audio) if spec.audio else None
+
+    @property
+    def image_decode_side(self) -> int | None:
+        """The smallest side an image needs to be decoded at for this model (`decode_image`'s `min_side`)."""
+        return DECODE_SIDE_PER_PIXEL * self.spec.image.size if self.spec.image else None
 
     def __call__(
         self, image: Image.Image | None = None, text: str | None = None, audio: Waveform | None = None

@@ -58,7 +58,8 @@ class ManifestDataset(Dataset):
     def __getitem__(self, i: int) -> tuple[Sample, int]:
         row = self.rows[i]
         try:
-            image = decode_image(row.image.read_bytes(), _TRAINING_LIMITS) if row.image and "image" in self.wanted else None
+            image = (decode_image(row.image.read_bytes(), _TRAINING_LIMITS, self.preprocessor.image_decode_side)
+                     if row.image and "image" in self.wanted else None)
             text = decode_text(row.text, _TRAINING_LIMITS) if row.text and "text" in self.wanted else None
             audio = decode_audio(row.audio.read_bytes(), _TRAINING_LIMITS) if row.audio and "audio" in self.wanted else None
         except ServiceError as exc:

@@ -116,3 +116,30 @@ def test_speech_window_is_used_only_when_configured() -> None:
     assert speech.shape == loudest.shape == (24000,)
     word = np.abs(speech).argmax() / 16000
     assert 0.4 < word < 1.1  # the word is in the middle of the window, not at an edge
+
+
+def test_a_large_jpeg_decodes_reduced_and_reaches_the_model_as_at_full_size() -> None:
+    """A 12-megapixel phone photo is decoded at a reduced JPEG scale (draft mode) when the model's input is small,
+    and the model gets what the full-size decode would give it; small files and other formats are untouched."""
+    import io
+
+    from app.inputs.image import decode_image
+    from app.inputs.preprocess import DECODE_SIDE_PER_PIXEL
+    from tests.helpers import limits
+
+    photo = _on_paper(_digit(), (4000, 3000), (1500, 900, 2300, 1900)).convert("RGB")
+    buf = io.BytesIO()
+    photo.save(buf, "JPEG", quality=90)
+    side = DECODE_SIDE_PER_PIXEL * INK.size
+    reduced = decode_image(buf.getvalue(), limits(), min_side=side)
+    full = decode_image(buf.getvalue(), limits())
+    assert full.size == (4000, 3000) and min(reduced.size) >= side and reduced.size[0] <= 1000  # 1/4 or 1/8
+    pre = ImagePreprocessor(INK)
+    a, b = pre(reduced), pre(full)
+    assert float((a - b).abs().mean()) < 0.02 and float((a - b).abs().max()) < 0.25
+    png = io.BytesIO()
+    photo.resize((800, 600)).save(png, "PNG")
+    assert decode_image(png.getvalue(), limits(), min_side=side).size == (800, 600)
+    small = io.BytesIO()
+    photo.resize((400, 300)).save(small, "JPEG")
+    assert decode_image(small.getvalue(), limits(), min_side=side).size == (400, 300)
