@@ -200,8 +200,11 @@ def test_podman_stop_under_load_drains_and_loses_no_admitted_request(built: Buil
         log = [json.loads(line) for line in container.logs().splitlines() if line.startswith("{")]
 
     counts = Counter(o for o, _, _ in outcomes)
-    (draining,) = [e for e in log if e["message"].startswith("draining")]
-    drain_at = datetime.fromisoformat(draining["ts"]).timestamp()
+    (started,) = [e for e in log if e["message"].startswith("starting") and "workers" in e["message"]]
+    n_workers = int(started["message"].split()[1])
+    draining = [e for e in log if e["message"].startswith("draining")]
+    assert len({e["process"] for e in draining}) == len(draining) == n_workers  # every worker drained, once
+    drain_at = min(datetime.fromisoformat(e["ts"]).timestamp() for e in draining)
     finished_in_drain = [o for o, sent, answered in outcomes if sent < drain_at < answered and o == "200"]
     report(stop_s=stop_s, sent=len(outcomes), ok=counts["200"], not_ready=counts["503:not_ready"],
            refused=counts["refused"], admitted_then_finished_while_draining=len(finished_in_drain))
