@@ -10,6 +10,7 @@ are gone. Metrics of all the processes are added up (prometheus-client's multipr
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import logging.config
 import multiprocessing
@@ -65,6 +66,9 @@ class Supervisor:
         self.children: list[Child] = []
         self.sock: socket.socket | None = None
         self._stopping = False
+        # A signal wakes the supervising loop at once (its wait is otherwise retried after the handler runs).
+        self._wake_r, self._wake_w = os.pipe()
+        os.set_blocking(self._wake_w, False)
 
     def run(self) -> int:
         metrics_dir = self.rundir / "metrics"
@@ -125,7 +129,7 @@ class Supervisor:
                 log.error("%s exited with status %s; restarting it (restart %d)", child.name, code, child.restarts)
                 ever_ready.discard(child.index)
                 self._start(child)
-            wait([c.process.sentinel for c in self.children if c.process is not None], timeout=0.5)
+            wait([self._wake_r, *(c.process.sentinel for c in self.children if c.process is not None)], timeout=0.5)
         return self._drain()
 
     @property
@@ -145,6 +149,8 @@ class Supervisor:
         if not self._stopping:
             self._stopping = True
             self.peers.drain()  # every worker's /readyz and new requests: 503, from now on
+            with contextlib.suppress(OSError):
+                os.write(self._wake_w, b"\0")
 
     def _drain(self) -> int:
         log.info("SIGTERM: draining %d workers", self.plan.workers)

@@ -16,7 +16,6 @@ import time
 import tomllib
 from collections import Counter
 from collections.abc import Iterator
-from datetime import datetime
 from pathlib import Path
 
 import httpx
@@ -108,7 +107,7 @@ def test_the_image_builds_with_cuda_torch_runs_as_non_root_and_stays_in_its_budg
     size = int(image["Size"])
     base = int(json.loads(podman("image", "inspect", built.base).stdout)[0]["Size"])
     layers = json.loads(podman("history", "--format", "json", built.image).stdout)
-    venv = max(h["size"] for h in layers if "COPY" in h["CreatedBy"])
+    venv = max(h["size"] for h in layers if "--requirement" in h["CreatedBy"])  # the dependency layer
     report(image_gb=size / 1e9, dependencies_gb=venv / 1e9, runtime_extra_mb=(size - base - venv) / 1e6)
     assert size < IMAGE_BUDGET_BYTES
     assert size - base - venv < RUNTIME_EXTRA_BUDGET_BYTES
@@ -204,8 +203,8 @@ def test_podman_stop_under_load_drains_and_loses_no_admitted_request(built: Buil
     n_workers = int(started["message"].split()[1])
     draining = [e for e in log if e["message"].startswith("draining")]
     assert len({e["process"] for e in draining}) == len(draining) == n_workers  # every worker drained, once
-    drain_at = min(datetime.fromisoformat(e["ts"]).timestamp() for e in draining)
-    finished_in_drain = [o for o, sent, answered in outcomes if sent < drain_at < answered and o == "200"]
+    # Sent before the SIGTERM, answered after it: finished, not cut short, while new ones were refused.
+    finished_in_drain = [o for o, sent, answered in outcomes if sent < stop_sent < answered and o == "200"]
     report(stop_s=stop_s, sent=len(outcomes), ok=counts["200"], not_ready=counts["503:not_ready"],
            refused=counts["refused"], admitted_then_finished_while_draining=len(finished_in_drain))
     assert not [o for o in counts if o.startswith("broken")], counts  # no reset, no request cut short
