@@ -12,6 +12,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from app.engine.explain import Explanation
 from app.inputs.parts import RawInputs
 from app.model.spec import ArtifactSpec, Modality
 
@@ -30,7 +31,7 @@ class ModelDescription:
 
 @dataclass(frozen=True, slots=True)
 class Prediction:
-    """One sample's calibrated probabilities (in label order) and how it was served."""
+    """One sample's calibrated probabilities (in label order), how it was served, and why (when asked to explain)."""
 
     probabilities: np.ndarray
     modalities: tuple[Modality, ...]
@@ -38,6 +39,7 @@ class Prediction:
     queue_ms: float
     compute_ms: float
     batch_size: int
+    explanation: Explanation | None = None
 
 
 class Announcement(Protocol):
@@ -79,7 +81,13 @@ class Engine(Protocol):
         """Declare a request whose samples are still arriving, so an idle model's next batch may wait for them."""
 
     async def predict(
-        self, name: str | None, raws: Sequence[RawInputs], announcement: Announcement | None = None
+        self,
+        name: str | None,
+        raws: Sequence[RawInputs],
+        announcement: Announcement | None = None,
+        *,
+        explain: bool = False,
     ) -> list[Prediction]:
         """Predictions for 1..N samples, in order. Every sample is checked; a failing sample fails the call with
-        its error (naming it when there are several)."""
+        its error (naming it when there are several). `explain`: each prediction also carries its `Explanation`
+        (app.engine.explain), computed in the same batch: a sample of m modalities weighs 2^m - 1 rows."""

@@ -131,6 +131,11 @@ class TorchEngine:
         return self.get(name).batcher.announce()
 
     async def predict(
-        self, name: str | None, raws: Sequence[RawInputs], announcement: Announcement | None = None
+        self,
+        name: str | None,
+        raws: Sequence[RawInputs],
+        announcement: Announcement | None = None,
+        *,
+        explain: bool = False,
     ) -> list[Prediction]:
-        return await self.get(name).predict(raws, announcement)
+        return await self.get(name).predict(raws, announcement, explain=explain)

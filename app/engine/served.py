@@ -37,7 +37,9 @@ class ServedModel:
     def name(self) -> str:
         return self.description.name
 
-    async def predict(self, raws: Sequence[RawInputs], announcement: Announcement | None = None) -> list[Prediction]:
+    async def predict(
+        self, raws: Sequence[RawInputs], announcement: Announcement | None = None, *, explain: bool = False
+    ) -> list[Prediction]:
         """Predictions for `raws`, in order; see `Engine.predict`. Where decoding runs: a single sample, when there
         is no decode pool, is decoded in the inference thread with its batch (app.engine.pipeline); otherwise every
         sample is decoded (on the pool, or here) before any is queued, so a bad sample in a call of several costs
@@ -54,7 +56,7 @@ class ServedModel:
             _named(i, len(raws), self._check_modalities, raw)
         preprocess_ms = 0.0
         if self.pool is None and len(raws) == 1:
-            jobs = [Job(raw=raws[0])]
+            jobs = [Job(raw=raws[0], explain=explain)]
         else:
             self.batcher.admit()  # under overload, refuse before spending CPU on decoding
             t0 = time.perf_counter()
@@ -66,8 +68,10 @@ class ServedModel:
             )
             _raise_first(samples)
             preprocess_ms = (time.perf_counter() - t0) * 1e3
-            jobs = [Job(sample=s) for s in samples]  # type: ignore[arg-type]  # no exception left
-        results = await self._submit_all(jobs, announcement)
+            jobs = [Job(sample=s, explain=explain) for s in samples]  # type: ignore[arg-type]  # no exception left
+        # An explained sample runs once more per other non-empty subset of its modalities: 2^m - 1 rows in all.
+        weights = [(1 << len(raw.modalities)) - 1 if explain else 1 for raw in raws]
+        results = await self._submit_all(jobs, weights, announcement)
         return [_prediction(r, raw.modalities, preprocess_ms) for raw, r in zip(raws, results)]
 
     def _check_modalities(self, raw: RawInputs) -> None:
@@ -81,14 +85,16 @@ class ServedModel:
                 f"it accepts {', '.join(spec.ordered_modalities)}"
             )
 
-    async def _submit_all(self, jobs: list[Job], announcement: Announcement | None) -> list[BatchResult[Scored]]:
+    async def _submit_all(
+        self, jobs: list[Job], rows: list[int], announcement: Announcement | None
+    ) -> list[BatchResult[Scored]]:
         """Queue every job and wait for all. If one fails (refused, or its sample failed to decode), the others are
         withdrawn (a withdrawn job still queued is skipped) and the error of the first failing sample by position
         is raised, naming it. Cancelling the caller withdraws them all."""
         if len(jobs) == 1:
-            return [await self.batcher.submit(jobs[0], announcement)]
-        tasks = [asyncio.ensure_future(self.batcher.submit(j, announcement if i == 0 else None))
-                 for i, j in enumerate(jobs)]
+            return [await self.batcher.submit(jobs[0], announcement, rows[0])]
+        tasks = [asyncio.ensure_future(self.batcher.submit(j, announcement if i == 0 else None, n))
+                 for i, (j, n) in enumerate(zip(jobs, rows))]
         try:
             await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
         finally:
@@ -111,6 +117,7 @@ def _prediction(result: BatchResult[Scored], modalities: tuple, preprocess_ms: f
         queue_ms=result.queue_ms,
         compute_ms=scored.forward_ms,
         batch_size=result.batch_size,
+        explanation=scored.explanation,
     )
 
 
