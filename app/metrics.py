@@ -5,10 +5,17 @@ each of them (sum across instances in PromQL).
 """
 from __future__ import annotations
 
+import itertools
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info, disable_created_metrics
 from prometheus_client.exposition import choose_encoder
+
+from app.model.spec import subset_key
+
+if TYPE_CHECKING:
+    from app.engine.api import Prediction
 
 # No `*_created` series beside every counter and histogram: they double the series count and nothing here reads them.
 disable_created_metrics()
@@ -80,14 +87,47 @@ class ServiceMetrics:
             registry=r,
         )
         self.model_info = Info("fusion_model", "A served model: its version and device.", ("model",), registry=r)
+        self.predictions = Counter(
+            "fusion_predictions_total",
+            "Samples predicted, by model and the inputs each sent (the modality mix: image, image+text, ...).",
+            ("model", "modalities"),
+            registry=r,
+        )
+        self.explained = Counter(
+            "fusion_explained_predictions_total", "Samples predicted with an explanation.", ("model",), registry=r
+        )
+        self.conflicts = Counter(
+            "fusion_modality_conflicts_total",
+            "Explained predictions where an input alone gives another label than the answer a calibrated probability "
+            "of 0.8 or more, by that input (a prediction with two such inputs counts under each).",
+            ("model", "modality"),
+            registry=r,
+        )
         self._http: dict[tuple[str, str, int], tuple[Counter, Histogram]] = {}
 
     def batch_observer(self, model: str) -> BatchMetrics:
         """The batcher's observer for one model (`ModelRegistry(observer_factory=...)`)."""
         return BatchMetrics(self, model)
 
-    def model_loaded(self, model: str, version: str, device: str) -> None:
+    def model_loaded(self, model: str, version: str, device: str, modalities: Sequence[str] = ()) -> None:
+        """Record a served model; its prediction series (every modality mix, explanations, conflicts) start at 0
+        from the first scrape, so a mix nobody sends shows as 0 rather than as no data."""
         self.model_info.labels(model).info({"version": version, "device": device})
+        for size in range(1, len(modalities) + 1):
+            for subset in itertools.combinations(modalities, size):
+                self.predictions.labels(model, subset_key(subset))
+        self.explained.labels(model)
+        for modality in modalities:
+            self.conflicts.labels(model, modality)
+
+    def observe_predictions(self, model: str, predictions: Sequence[Prediction]) -> None:
+        """Count answered samples by modality mix, and the explained ones and their conflicts."""
+        for p in predictions:
+            self.predictions.labels(model, subset_key(p.modalities)).inc()
+            if p.explanation is not None:
+                self.explained.labels(model).inc()
+                for modality in p.explanation.conflicts:
+                    self.conflicts.labels(model, modality).inc()
 
     def observe_request(self, method: str, route: str, status: int, seconds: float) -> None:
         """Count one answered HTTP request. `route` must be a template (bounded), never the raw path."""

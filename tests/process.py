@@ -24,9 +24,9 @@ import sys, time
 from app.engine import predictor as inference
 from app.cli import main
 predict = inference.Predictor.predict
-def slow(self, samples):
+def slow(self, samples, *args, **kwargs):
     time.sleep(float(sys.argv[1]))
-    return predict(self, samples)
+    return predict(self, samples, *args, **kwargs)
 inference.Predictor.predict = slow
 sys.exit(main(["serve"]))
 """

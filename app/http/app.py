@@ -51,7 +51,9 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         log.critical("cannot start: %s", exc)
         raise
     for description in state.engine.models.values():
-        state.metrics.model_loaded(description.name, description.spec.version, description.device)
+        state.metrics.model_loaded(
+            description.name, description.spec.version, description.device, description.spec.ordered_modalities
+        )
     warm = asyncio.create_task(_warm_and_start(state), name="warmup")
     try:
         yield
