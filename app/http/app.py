@@ -14,7 +14,7 @@ from starlette.types import ASGIApp
 from app import __version__
 from app.config import Settings, get_settings
 from app.engine.api import Engine
-from app.http import docs, ops
+from app.http import docs, ops, playground
 from app.http.errors import install_error_handlers
 from app.http.middleware.auth import ApiKeyMiddleware
 from app.http.middleware.request_id import RequestIdMiddleware
@@ -94,9 +94,10 @@ class FusionApp(FastAPI):
         return RequestIdMiddleware(super().build_middleware_stack())
 
 
-# Reachable without an API key: probes, and the docs page with its schema (its Authorize button takes the key).
-PUBLIC_PATHS = ("/healthz", "/readyz", "/docs", "/openapi.json")
-PUBLIC_PREFIXES = (docs.ASSETS_PATH + "/",)
+# Reachable without an API key: probes, the docs page with its schema (its Authorize button takes the key), and the
+# playground page (its key field does).
+PUBLIC_PATHS = ("/healthz", "/readyz", "/docs", "/openapi.json", "/", playground.PAGE_PATH)
+PUBLIC_PREFIXES = (docs.ASSETS_PATH + "/", playground.ASSETS_PATH + "/")
 
 
 def create_app(settings: Settings | None = None, engine: EngineFactory = torch_engine) -> FastAPI:
@@ -123,6 +124,7 @@ def create_app(settings: Settings | None = None, engine: EngineFactory = torch_e
     for router in (predict.router, models.router, ops.router, v2.router):
         app.include_router(router)
     docs.install(app)
+    playground.install(app)
     install_openapi(app, bearer=bool(settings.api_keys), public_paths=PUBLIC_PATHS)
     return app
 
