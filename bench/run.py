@@ -129,7 +129,7 @@ def _ms(value: str) -> float:
     return float(num) * {"us": 1e-3, "ms": 1.0, "s": 1e3}[unit]
 
 
-def wrk(server: Server, body: Path, ctype: str, conns: int, seconds: int) -> dict:
+def wrk(server: Server, body: Path, ctype: str, conns: int, seconds: int, path: str = "/v1/predict") -> dict:
     script = WORK / "post.lua"
     script.write_text(
         'local f = io.open(os.getenv("BENCH_BODY"), "rb"); local body = f:read("*all"); f:close()\n'
@@ -139,7 +139,7 @@ def wrk(server: Server, body: Path, ctype: str, conns: int, seconds: int) -> dic
     h0, c0 = server.batch_hist(), server.cpu_s()
     out = subprocess.run(
         ["taskset", "-c", CLIENT_CORE, "wrk", "-t1", f"-c{conns}", f"-d{seconds}s", "-s", str(script), "--latency",
-         f"{server.url}/v1/predict"],
+         f"{server.url}{path}"],
         env=env, capture_output=True, text=True, check=True,
     ).stdout
     c1, h1 = server.cpu_s(), server.batch_hist()

@@ -8,6 +8,7 @@ numbers, built wherever the predictor's output lands.
 """
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from math import factorial
@@ -71,15 +72,24 @@ def proper_subsets(code: int) -> list[int]:
 def shapley(values: Mapping[int, np.ndarray], players: int) -> np.ndarray:
     """Exact Shapley values [players, ...] of the game whose coalition with bits `s` (player i is bit i) is worth
     `values[s]`; `values[0]` is the empty coalition's worth. Every coalition must be given."""
-    n = players
-    weight = [factorial(size) * factorial(n - size - 1) / factorial(n) for size in range(n)]
-    phi = np.zeros((n, *np.shape(values[0])), dtype=np.float64)
+    worth = np.array([values[s] for s in range(1 << players)], dtype=np.float64)
+    return _shapley_weights(players) @ worth
+
+
+@functools.cache
+def _shapley_weights(n: int) -> np.ndarray:
+    """[n, 2^n]: phi_i = sum over coalitions s without i of |s|! (n - |s| - 1)! / n! (v(s + i) - v(s)), as one
+    linear map of the coalitions' worths."""
+    weights = np.zeros((n, 1 << n))
     for i in range(n):
         bit = 1 << i
         for s in range(1 << n):
             if not s & bit:
-                phi[i] += weight[s.bit_count()] * (np.asarray(values[s | bit], np.float64) - values[s])
-    return phi
+                w = factorial(s.bit_count()) * factorial(n - s.bit_count() - 1) / factorial(n)
+                weights[i, s | bit] += w
+                weights[i, s] -= w
+    weights.setflags(write=False)
+    return weights
 
 
 def build(
@@ -92,31 +102,37 @@ def build(
     """The explanation of a sample that sent the modalities with bits `sent`, predicted `probabilities`; `subsets`:
     the probabilities from each non-empty proper subset (by bits); `fusion`: the fusion's internals with their last
     axis over `model_modalities`."""
-    players = members(sent)
+    players, coalitions, ordered = _layout(sent)
     k = len(probabilities)
     baseline = 1.0 / k
     by_code = {**subsets, sent: probabilities}
-    # Coalitions of the players (bit i: the i-th sent modality) -> the subset of modalities they stand for.
-    codes = [sum(1 << MODALITIES.index(players[i]) for i in range(len(players)) if s >> i & 1)
-             for s in range(1 << len(players))]
-    values = {s: (np.full(k, baseline) if code == 0 else by_code[code]) for s, code in enumerate(codes)}
-    attributions = shapley(values, len(players))
-    own = tuple((int(np.argmax(by_code[mask_code([m])])), float(np.max(by_code[mask_code([m])]))) for m in players)
-    fused = int(np.argmax(probabilities))
-    conflicts = tuple(m for m, (label, p) in zip(players, own) if label != fused and p >= CONFLICT_PROBABILITY)
-    columns = [list(model_modalities).index(m) for m in players]
+    worth = {s: (np.full(k, baseline) if code == 0 else by_code[code]) for s, code in enumerate(coalitions)}
+    own = []
+    for m in players:
+        alone = by_code[1 << MODALITIES.index(m)]
+        label = int(alone.argmax())
+        own.append((label, float(alone[label])))
+    fused = int(probabilities.argmax())
+    columns = [model_modalities.index(m) for m in players]
     return Explanation(
         modalities=players,
-        subsets={"+".join(members(code)): np.asarray(by_code[code]) for code in sorted(by_code, key=_subset_order)},
-        attributions=attributions,
+        subsets={key: by_code[code] for code, key in ordered},
+        attributions=shapley(worth, len(players)),
         baseline=baseline,
-        own=own,
+        own=tuple(own),
         agreement=len({label for label, _ in own}) == 1,
-        conflicts=conflicts,
+        conflicts=tuple(m for m, (label, p) in zip(players, own) if label != fused and p >= CONFLICT_PROBABILITY),
         fusion={name: np.asarray(v)[..., columns] for name, v in fusion.items()},
     )
 
 
-def _subset_order(code: int) -> tuple[int, list[int]]:
-    """Smaller subsets first, then in MODALITIES order: image, text, audio, image+text, ..."""
-    return code.bit_count(), [i for i in range(len(MODALITIES)) if code >> i & 1]
+@functools.cache
+def _layout(sent: int) -> tuple[tuple[Modality, ...], tuple[int, ...], tuple[tuple[int, str], ...]]:
+    """For the modalities with bits `sent`: the players; for each coalition of players (bit i: the i-th player),
+    the modality bits it stands for; and every non-empty subset's bits and key, smaller subsets first, then in
+    MODALITIES order (image, text, audio, image+text, ...)."""
+    players = members(sent)
+    coalitions = tuple(sum(1 << MODALITIES.index(players[i]) for i in range(len(players)) if s >> i & 1)
+                       for s in range(1 << len(players)))
+    codes = sorted((c for c in coalitions if c), key=lambda c: (c.bit_count(), [m for m in range(3) if c >> m & 1]))
+    return players, coalitions, tuple((c, "+".join(members(c))) for c in codes)
