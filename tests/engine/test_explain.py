@@ -224,3 +224,24 @@ def test_fusion_internals_are_over_the_sent_modalities(tmp_path: Path, fusion: s
 def test_fusion_types_without_internals_report_none(tmp_path: Path, fusion: str) -> None:
     predictor = predictor_for(tmp_path, tiny_spec(name=f"n-{fusion}", fusion=fusion))
     assert explained(predictor, full_sample()).fusion == {}
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize(("dtype", "tolerance"), [("float32", 1e-4), ("bfloat16", 0.03), ("float16", 0.01)])
+def test_on_cuda_explanations_add_up_and_agree_with_the_cpu(tmp_path: Path, dtype: str, tolerance: float) -> None:
+    spec = tiny_spec(name=f"cuda-{dtype}", dtype=dtype, subset_temperatures=TEMPERATURES)
+    path = write_tiny_artifact(tmp_path / spec.name, spec)
+    cpu = Predictor(load_artifact(path), torch.device("cpu"))
+    cuda = Predictor(load_artifact(path), torch.device("cuda"))
+    samples = [full_sample(0), only(full_sample(1), ("text", "audio")), only(full_sample(2), ("image",))]
+    on_cuda = cuda.predict(samples, [True, False, True])
+    for sample, scores in zip(samples, on_cuda):
+        (reference,) = cpu.predict([sample], [scores.subsets is not None])
+        np.testing.assert_allclose(scores.probabilities, reference.probabilities, atol=tolerance)
+        if scores.subsets is None:
+            continue
+        e = explain.build(scores.probabilities, scores.subsets, explain.mask_code(sample.modalities),
+                          spec.ordered_modalities, scores.fusion or {})
+        np.testing.assert_allclose(e.attributions.sum(axis=0), scores.probabilities - 1 / 3, atol=1e-5)
+        for code, probs in scores.subsets.items():
+            np.testing.assert_allclose(probs, reference.subsets[code], atol=tolerance)
