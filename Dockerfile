@@ -50,5 +50,6 @@ USER 10001:10001
 EXPOSE 8000
 HEALTHCHECK --interval=15s --timeout=5s --start-period=120s --retries=3 \
     CMD ["python", "-m", "app.probe", "/healthz"]
-# The same command as README's: one process, one device; scale with replicas.
+# The same command as README's: a worker per CPU of the container (FUSION_WORKERS), and on a GPU one model owner
+# per device that every worker feeds (FUSION_MODEL_PLACEMENT=auto).
 CMD ["fusion-serve", "serve"]

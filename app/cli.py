@@ -111,6 +111,9 @@ def _configure_serve(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--models-dir", type=Path, default=None, help="folder of model artifacts (overrides FUSION_MODELS_DIR)"
     )
+    parser.add_argument(
+        "--workers", type=int, default=None, help="front-end processes; 0: one per CPU (overrides FUSION_WORKERS)"
+    )
     parser.epilog = "settings (environment variables, with their defaults):\n" + settings_help()
 
 
@@ -121,7 +124,9 @@ def _run_serve(args: argparse.Namespace) -> int:
 
     overrides = {
         name: value
-        for name, value in (("host", args.host), ("port", args.port), ("models_dir", args.models_dir))
+        for name, value in (
+            ("host", args.host), ("port", args.port), ("models_dir", args.models_dir), ("workers", args.workers)
+        )
         if value is not None
     }
     try:

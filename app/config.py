@@ -45,7 +45,9 @@ class Settings(BaseSettings):
     models_dir: Path = Field(Path("models"), description="Folder whose sub-folders are model artifacts.")
     default_model: str | None = Field(None, description="Model served by /v1/predict; the only one when unset.")
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto: CUDA when available, else CPU.")
-    torch_threads: int = Field(0, ge=0, description="Intra-op threads for the CPU forward pass; 0 = torch default.")
+    torch_threads: int = Field(
+        0, ge=0, description="Intra-op threads for the CPU forward pass; 0: each process's share of the CPUs."
+    )
     warmup: bool = Field(
         True, description="Run each modality and a ladder of batch sizes up to max_batch_size before reporting ready."
     )
@@ -53,6 +55,26 @@ class Settings(BaseSettings):
         True,
         description="On CPU, serve convolutions with batch norms folded in and channels-last layout (checked against "
         "the model as trained at load; kept only where the logits agree); false: the model exactly as trained.",
+    )
+
+    # Processes
+    workers: int = Field(
+        0,
+        ge=0,
+        le=256,
+        description="Front-end processes (HTTP, multipart, decoding, preprocessing) behind one port; 0: one per CPU "
+        "the process may use.",
+    )
+    model_placement: Literal["auto", "per_worker", "owner"] = Field(
+        "auto",
+        description="per_worker: each worker process loads its own copy of the models; owner: one model-owner process "
+        "per device holds them and every worker feeds it, so batches form across workers; auto: owner on CUDA, "
+        "per_worker on CPU.",
+    )
+    devices: CommaSeparated = Field(
+        (),
+        description="Devices for model owners, comma-separated (cuda:0,cuda:1; cpu), one owner each; unset: every "
+        "CUDA device, else the CPU.",
     )
 
     # HTTP

@@ -12,6 +12,14 @@ import orjson
 FIELDS = "fields"
 # The id of the request being served, set by the request-id middleware in the request's own task.
 REQUEST_ID: ContextVar[str | None] = ContextVar("request_id", default=None)
+# Which process of a multi-process service wrote a line ("worker-1", "owner-0"); None in a single process.
+_process_name: str | None = None
+
+
+def set_process_name(name: str) -> None:
+    """Stamp every line this process logs from now on with `"process": name`."""
+    global _process_name
+    _process_name = name
 
 
 class RequestIdFilter(logging.Filter):
@@ -33,6 +41,8 @@ class JsonFormatter(logging.Formatter):
             "logger": record.name,
             "message": record.getMessage(),
         }
+        if _process_name is not None:
+            entry["process"] = _process_name
         request_id = getattr(record, "request_id", None)
         if request_id is not None:
             entry["request_id"] = request_id

@@ -1,16 +1,19 @@
 """Prometheus metrics of one service instance, in a registry of its own (several apps may share a process).
 
-One process serves one device, so there is no multiprocess mode: scale with replicas and let Prometheus scrape
-each of them (sum across instances in PromQL).
+With several processes (`--workers`, model owners), prometheus-client's multiprocess mode is on: the supervisor sets
+PROMETHEUS_MULTIPROC_DIR before it starts them, every process writes its values there, and whichever worker answers
+`/metrics` adds them all up, under the same names as a single process exports.
 """
 from __future__ import annotations
 
 import itertools
+import os
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info, disable_created_metrics
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disable_created_metrics
 from prometheus_client.exposition import choose_encoder
+from prometheus_client.multiprocess import MultiProcessCollector
 
 from app.model.spec import subset_key
 
@@ -78,7 +81,11 @@ class ServiceMetrics:
             registry=r,
         )
         self.queued = Gauge(
-            "fusion_queued_requests", "Requests waiting in the batcher's queue.", ("model",), registry=r
+            "fusion_queued_requests",
+            "Requests waiting in the batcher's queue.",
+            ("model",),
+            registry=r,
+            multiprocess_mode="livesum",  # every model owner's queue, added up
         )
         self.rejected = Counter(
             "fusion_rejected_requests_total",
@@ -86,7 +93,14 @@ class ServiceMetrics:
             ("model", "reason"),
             registry=r,
         )
-        self.model_info = Info("fusion_model", "A served model: its version and device.", ("model",), registry=r)
+        # A gauge at 1 (what an Info exports), so that it works in multiprocess mode too.
+        self.model_info = Gauge(
+            "fusion_model_info",
+            "A served model: its version and device.",
+            ("model", "version", "device"),
+            registry=r,
+            multiprocess_mode="max",
+        )
         self.predictions = Counter(
             "fusion_predictions_total",
             "Samples predicted, by model and the inputs each sent (the modality mix: image, image+text, ...).",
@@ -112,7 +126,7 @@ class ServiceMetrics:
     def model_loaded(self, model: str, version: str, device: str, modalities: Sequence[str] = ()) -> None:
         """Record a served model; its prediction series (every modality mix, explanations, conflicts) start at 0
         from the first scrape, so a mix nobody sends shows as 0 rather than as no data."""
-        self.model_info.labels(model).info({"version": version, "device": device})
+        self.model_info.labels(model, version, device).set(1)
         for size in range(1, len(modalities) + 1):
             for subset in itertools.combinations(modalities, size):
                 self.predictions.labels(model, subset_key(subset))
@@ -148,6 +162,10 @@ class ServiceMetrics:
     def render(self, accept: str | None) -> tuple[bytes, str]:
         """The exposition (Prometheus text, or OpenMetrics when the scraper asks for it) and its content type."""
         encoder, content_type = choose_encoder(accept or "")
+        if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+            registry = CollectorRegistry()
+            MultiProcessCollector(registry)
+            return encoder(registry), content_type
         return encoder(self.registry), content_type
 
 

@@ -67,8 +67,12 @@ def build_request(url_host: str) -> tuple[Path, str]:
 class Server:
     """A real service process pinned to one core."""
 
-    def __init__(self, port: int, models_dir: Path, model: str, env: dict[str, str], source: Path | None = None) -> None:
-        """`source`: a checkout whose `app` to serve (another version, for A/B runs); default the installed one."""
+    def __init__(
+        self, port: int, models_dir: Path, model: str, env: dict[str, str], source: Path | None = None,
+        pin: str | None = SERVER_CORE,
+    ) -> None:
+        """`source`: a checkout whose `app` to serve (another version, for A/B runs); default the installed one.
+        `pin`: the cores it runs on (taskset); None: wherever the kernel puts it."""
         self.url = f"http://127.0.0.1:{port}"
         full_env = {
             **os.environ,
@@ -82,8 +86,7 @@ class Server:
         command = [exe, "serve"] if source is None else [sys.executable, "-m", "app.cli", "serve"]
         t0 = time.perf_counter()
         self.proc = subprocess.Popen(
-            ["taskset", "-c", SERVER_CORE, *command], env=full_env, stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL, cwd=source,
+            [*pinned(pin), *command], env=full_env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=source,
         )
         while True:
             try:
@@ -97,8 +100,8 @@ class Server:
         self.ready_s = time.perf_counter() - t0
 
     def cpu_s(self) -> float:
-        fields = open(f"/proc/{self.proc.pid}/stat").read().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        """CPU time of the service: its process, and every process it started (workers, model owners)."""
+        return sum(_cpu_s(pid) for pid in [self.proc.pid, *_descendants(self.proc.pid)])
 
     def rss_mib(self, key: str = "VmRSS") -> float:
         for line in open(f"/proc/{self.proc.pid}/status"):
@@ -129,7 +132,34 @@ def _ms(value: str) -> float:
     return float(num) * {"us": 1e-3, "ms": 1.0, "s": 1e3}[unit]
 
 
-def wrk(server: Server, body: Path, ctype: str, conns: int, seconds: int, path: str = "/v1/predict") -> dict:
+def pinned(cores: str | None) -> list[str]:
+    return [] if cores is None else ["taskset", "-c", cores]
+
+
+def _cpu_s(pid: int) -> float:
+    try:
+        fields = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _descendants(pid: int) -> list[int]:
+    children = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1]) == pid:
+                    children.append(int(entry.name))
+            except (OSError, ValueError, IndexError):
+                continue
+    return [p for c in children for p in (c, *_descendants(c))]
+
+
+def wrk(
+    server: Server, body: Path, ctype: str, conns: int, seconds: int, pin: str | None = CLIENT_CORE,
+    path: str = "/v1/predict",
+) -> dict:
     script = WORK / "post.lua"
     script.write_text(
         'local f = io.open(os.getenv("BENCH_BODY"), "rb"); local body = f:read("*all"); f:close()\n'
@@ -138,7 +168,7 @@ def wrk(server: Server, body: Path, ctype: str, conns: int, seconds: int, path: 
     env = {**os.environ, "BENCH_BODY": str(body), "BENCH_CTYPE": ctype}
     h0, c0 = server.batch_hist(), server.cpu_s()
     out = subprocess.run(
-        ["taskset", "-c", CLIENT_CORE, "wrk", "-t1", f"-c{conns}", f"-d{seconds}s", "-s", str(script), "--latency",
+        [*pinned(pin), "wrk", "-t1", f"-c{conns}", f"-d{seconds}s", "-s", str(script), "--latency",
          f"{server.url}{path}"],
         env=env, capture_output=True, text=True, check=True,
     ).stdout

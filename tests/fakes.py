@@ -74,6 +74,10 @@ class FakeEngine:
         return self.names[0]
 
     @property
+    def healthy(self) -> bool:
+        return True
+
+    @property
     def models(self) -> Mapping[str, ModelDescription]:
         return {n: ModelDescription(n, Path(n), fake_spec(n), "fake", 0, {"accuracy": 1.0}) for n in self.names}
 

@@ -1,5 +1,6 @@
-"""`fusion-serve serve` as a real process (the CLI, its uvicorn server and signal handling), optionally with a
-forward pass slowed down to a known duration so that its capacity is known."""
+"""`fusion-serve serve` as a real process (the CLI, its uvicorn server and signal handling, its worker and model-owner
+processes when it has them), optionally with a forward pass slowed down to a known duration so that its capacity is
+known."""
 from __future__ import annotations
 
 import json
@@ -18,17 +19,17 @@ import httpx
 
 ROOT = Path(__file__).resolve().parents[1]
 
-# Runs the real CLI after wrapping Predictor.predict in a sleep of argv[1] seconds per batch.
-SLOW_SERVE = """
-import sys, time
-from app.engine import predictor as inference
-from app.cli import main
-predict = inference.Predictor.predict
-def slow(self, samples, *args, **kwargs):
-    time.sleep(float(sys.argv[1]))
-    return predict(self, samples, *args, **kwargs)
-inference.Predictor.predict = slow
-sys.exit(main(["serve"]))
+# Imported at the start of every Python process of the service (the supervisor and the processes it spawns, which
+# inherit PYTHONPATH): wraps Predictor.predict in a sleep of SLOW_FORWARD_S seconds per batch.
+SLOW_FORWARD = """
+import os, time
+if float(os.environ.get("SLOW_FORWARD_S", "0")) > 0:
+    from app.engine import predictor
+    _predict = predictor.Predictor.predict
+    def _slow(self, samples, *args, **kwargs):
+        time.sleep(float(os.environ["SLOW_FORWARD_S"]))
+        return _predict(self, samples, *args, **kwargs)
+    predictor.Predictor.predict = _slow
 """
 
 
@@ -71,13 +72,17 @@ def serve_process(
     """Start the service, wait until /readyz says ready, and make sure it is gone afterwards."""
     port = free_port()
     log_path = tmp_path / f"serve-{port}.log"
-    command = [sys.executable, "-c", SLOW_SERVE, str(forward_s)]
+    hooks = tmp_path / "hooks"
+    hooks.mkdir(exist_ok=True)
+    (hooks / "sitecustomize.py").write_text(SLOW_FORWARD)
+    env = serve_env(models_dir, port, **settings)
+    env.update(SLOW_FORWARD_S=str(forward_s), PYTHONPATH=os.pathsep.join([str(hooks), str(ROOT)]))
     with log_path.open("wb") as log:
-        proc = subprocess.Popen(command, cwd=ROOT, env=serve_env(models_dir, port, **settings), stdout=log,
+        proc = subprocess.Popen([sys.executable, "-m", "app.cli", "serve"], cwd=ROOT, env=env, stdout=log,
                                 stderr=subprocess.STDOUT)
     server = ServeProcess(proc=proc, url=f"http://127.0.0.1:{port}", log_path=log_path)
     try:
-        end = time.monotonic() + 120
+        end = time.monotonic() + 240  # generous: several processes start, each importing torch
         while True:
             assert proc.poll() is None, log_path.read_text()
             try:

@@ -56,6 +56,10 @@ class Engine(Protocol):
         """The model behind /v1/predict (set once loaded)."""
 
     @property
+    def healthy(self) -> bool:
+        """Able to serve now (a front end whose model owner is gone is not)."""
+
+    @property
     def models(self) -> Mapping[str, ModelDescription]:
         """Every loaded model, by name."""
 

@@ -15,15 +15,16 @@ import torch
 
 from app.engine.api import Announcement, ModelDescription, Prediction
 from app.engine.batcher import BatchObserver, DynamicBatcher
+from app.engine.catalog import find_models
 from app.engine.config import EngineConfig
+from app.engine.frontend import FrontEnd
 from app.engine.pipeline import make_preprocess_pool, run_jobs
 from app.engine.predictor import Predictor, resolve_device
 from app.engine.served import ServedModel
 from app.errors import ModelNotFound
 from app.inputs.parts import RawInputs
 from app.inputs.preprocess import Preprocessor
-from app.model.artifact import MODEL_NAME_RE, is_artifact_dir, load_artifact
-from app.model.errors import ArtifactError
+from app.model.artifact import MODEL_NAME_RE, load_artifact
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +48,10 @@ class TorchEngine:
         return self._default
 
     @property
+    def healthy(self) -> bool:
+        return True  # the models live in this process: loaded means able to serve
+
+    @property
     def models(self) -> Mapping[str, ModelDescription]:
         return {name: m.description for name, m in self.served.items()}
 
@@ -65,27 +70,9 @@ class TorchEngine:
 
     def load(self) -> None:
         """Load every artifact (raises ArtifactError naming the file at fault) and pick the default."""
-        root = self.config.models_dir
-        if not root.is_dir():
-            raise ArtifactError(f"{root}: models directory not found (set FUSION_MODELS_DIR or --models-dir)")
-        folders = sorted(p for p in root.iterdir() if is_artifact_dir(p))
-        if not folders:
-            raise ArtifactError(f"{root}: no model artifacts found (each model is a folder with a config.json)")
+        folders, self._default = find_models(self.config.models_dir, self.config.default_model)
         for folder in folders:
             self.served[folder.name] = self._load_one(folder)
-        wanted = self.config.default_model
-        if wanted is not None:
-            if wanted not in self.served:
-                raise ArtifactError(
-                    f"FUSION_DEFAULT_MODEL={wanted!r} is not among the models in {root}: {', '.join(self.served)}"
-                )
-            self._default = wanted
-        elif len(self.served) == 1:
-            self._default = next(iter(self.served))
-        else:
-            raise ArtifactError(
-                f"{root} holds several models ({', '.join(self.served)}); set FUSION_DEFAULT_MODEL to choose one"
-            )
 
     def _load_one(self, folder: Path) -> ServedModel:
         artifact = load_artifact(folder)
@@ -94,7 +81,7 @@ class TorchEngine:
         observer = self._observer(folder.name) if self._observer else None
         handler = functools.partial(run_jobs, predictor, preprocessor, self.config.limits)
         log.info("loaded model %s v%s from %s on %s", folder.name, artifact.spec.version, folder, self.device)
-        return ServedModel(
+        front = FrontEnd(
             description=ModelDescription(
                 name=folder.name,
                 path=folder,
@@ -103,12 +90,14 @@ class TorchEngine:
                 parameter_count=artifact.model.parameter_count(),
                 metrics=artifact.metrics,
             ),
-            predictor=predictor,
             preprocessor=preprocessor,
-            batcher=DynamicBatcher(handler, self.config.batch, name=folder.name, observer=observer),
-            config=self.config,
+            limits=self.config.limits,
             pool=self._pool,
+            max_samples=self.config.batch.max_queue_size,
+            decode_in_batch=True,
         )
+        batcher = DynamicBatcher(handler, self.config.batch, name=folder.name, observer=observer)
+        return ServedModel(front=front, predictor=predictor, batcher=batcher)
 
     def warmup(self) -> None:
         if not self.config.warmup:

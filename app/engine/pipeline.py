@@ -6,7 +6,6 @@ the process has 2 CPUs or fewer) in the inference thread, for the whole batch ju
 from __future__ import annotations
 
 import asyncio
-import os
 import time
 from collections.abc import Callable
 from concurrent.futures import Executor, ThreadPoolExecutor
@@ -19,6 +18,7 @@ from app.decoding import DecodeLimits, decode_audio, decode_image, decode_text
 from app.engine import explain
 from app.engine.explain import Explanation
 from app.engine.predictor import Predictor
+from app.host import available_cpus, decode_threads
 from app.inputs.parts import RawInputs
 from app.inputs.preprocess import Preprocessor
 from app.model.batch import Sample
@@ -34,6 +34,16 @@ class Job:
     sample: Sample | None = None
     raw: RawInputs | None = None
     explain: bool = False
+
+    @property
+    def rows(self) -> int:
+        """What the job weighs in a batch: explained, it runs once more per other non-empty subset of its m
+        modalities, 2^m - 1 rows in all; else 1."""
+        if not self.explain:
+            return 1
+        held = self.sample if self.sample is not None else self.raw
+        assert held is not None
+        return (1 << len(held.modalities)) - 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,8 +108,7 @@ def make_preprocess_pool(workers: int) -> ThreadPoolExecutor | None:
     upload to another thread (context switches, GIL hand-offs, and caches made cold for both decoding and the
     forward pass by the HTTP work interleaved between them)."""
     if workers < 0:
-        cpus = len(os.sched_getaffinity(0))
-        workers = 0 if cpus <= 2 else min(4, cpus - 2)
+        workers = decode_threads(available_cpus())
     return ThreadPoolExecutor(workers, thread_name_prefix="preprocess") if workers else None
 
 

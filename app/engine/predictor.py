@@ -9,8 +9,8 @@ import numpy as np
 import torch
 
 from app.engine.explain import proper_subsets
-from app.model.batch import Sample, collate
 from app.model.artifact import Artifact
+from app.model.batch import Sample, collate
 from app.model.cpu_inference import optimize_for_cpu
 from app.model.spec import MODALITIES, ArtifactSpec
 

@@ -21,6 +21,7 @@ from app.http.middleware.request_id import RequestIdMiddleware
 from app.http.middleware.telemetry import TelemetryMiddleware
 from app.http.middleware.upload_guard import UploadGuardMiddleware
 from app.http.openapi import install_openapi
+from app.http.peers import Peers
 from app.http.state import ServiceState
 from app.http.v1 import models, predict
 from app.http.v2 import routes as v2
@@ -58,7 +59,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     try:
         yield
     finally:
-        state.ready = False
+        state.set_ready(False)
         state.draining = True
         warm.cancel()
         await asyncio.gather(warm, return_exceptions=True)
@@ -73,7 +74,7 @@ async def _warm_and_start(state: ServiceState) -> None:
     # collector's reach. Otherwise every full collection walks all of it on the event loop (bench/README.md).
     gc.collect()
     gc.freeze()
-    state.ready = True
+    state.set_ready(True)
     log.info("ready: serving %s (default %s)", ", ".join(state.engine.models), state.engine.default_name)
 
 
@@ -100,9 +101,12 @@ PUBLIC_PATHS = ("/healthz", "/readyz", "/docs", "/openapi.json", "/", playground
 PUBLIC_PREFIXES = (docs.ASSETS_PATH + "/", playground.ASSETS_PATH + "/")
 
 
-def create_app(settings: Settings | None = None, engine: EngineFactory = torch_engine) -> FastAPI:
+def create_app(
+    settings: Settings | None = None, engine: EngineFactory = torch_engine, peers: Peers | None = None, index: int = 0
+) -> FastAPI:
     """Build the service. Settings default to the `FUSION_*` environment; `engine` makes the engine (a test may
-    pass a fake one)."""
+    pass a fake one, a front-end process a remote one); `peers`/`index`: the readiness shared by the processes of
+    a multi-process service, and which of them this is."""
     settings = settings or get_settings()
     app = FusionApp(
         title="fusion-serve",
@@ -118,7 +122,9 @@ def create_app(settings: Settings | None = None, engine: EngineFactory = torch_e
         swagger_ui_oauth2_redirect_url=None,
     )
     metrics = ServiceMetrics(settings.max_batch_size)
-    app.state.service = ServiceState(settings=settings, engine=engine(settings, metrics), metrics=metrics)
+    app.state.service = ServiceState(
+        settings=settings, engine=engine(settings, metrics), metrics=metrics, peers=peers, index=index
+    )
     install_error_handlers(app)
     _add_middleware(app, app.state.service)
     for router in (predict.router, models.router, ops.router, v2.router):

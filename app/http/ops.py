@@ -26,7 +26,7 @@ async def readyz(request: Request) -> JSONResponse:
     state = service(request)
     engine = state.ready_engine()
     if engine is None:
-        status = "shutting_down" if state.draining else "loading"
+        status = "shutting_down" if state.shutting_down else "loading"
         return JSONResponse(Health(status=status).model_dump(), status_code=503, headers={"Retry-After": "1"})
     return JSONResponse(Health(status="ready", models=list(engine.models)).model_dump())
 

@@ -14,9 +14,10 @@ import uvicorn
 from starlette.types import ASGIApp
 
 from app.config import Settings
-from app.logs import logging_config
 from app.http.app import begin_draining, create_app
 from app.http.head_guard import GuardedHttpToolsProtocol
+from app.http.plan import Plan
+from app.logs import logging_config
 
 log = logging.getLogger(__name__)
 STARTUP_FAILED = 3  # uvicorn's exit status when the application fails to start
@@ -77,7 +78,14 @@ class GracefulServer(uvicorn.Server):
 
 
 def serve(settings: Settings) -> int:
-    """Run the service until SIGTERM/SIGINT; the process's exit status."""
+    """Run the service until SIGTERM/SIGINT; the process's exit status. One process, or a supervisor of several
+    (app.http.supervisor), as the settings' plan says."""
+    plan = Plan.from_settings(settings)
+    if not plan.single_process:
+        from app.http import supervisor
+
+        return supervisor.run(settings, plan)
+    settings = plan.worker_settings()  # thread counts sized for the CPUs this process may use
     app = create_app(settings)
     config = uvicorn_config(app, settings)
     server = GracefulServer(config, drain_delay_s=settings.drain_delay_s, on_drain=lambda: begin_draining(app))

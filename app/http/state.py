@@ -9,16 +9,20 @@ from app.config import Settings
 from app.engine.api import Engine
 from app.errors import NotReady
 from app.http.multipart import FormLimits
+from app.http.peers import Peers
 from app.metrics import ServiceMetrics
 
 
 @dataclass
 class ServiceState:
-    """One per app (`app.state.service`). `ready`: models loaded and warmed up, not draining."""
+    """One per app (`app.state.service`). `ready`: models loaded and warmed up. In a multi-process service,
+    `peers` holds every process's readiness and the service-wide draining flag, and this process is `index`."""
 
     settings: Settings
     engine: Engine
     metrics: ServiceMetrics
+    peers: Peers | None = None
+    index: int = 0
     form_limits: FormLimits = field(init=False)
     ready: bool = False
     draining: bool = False
@@ -28,17 +32,38 @@ class ServiceState:
             max_body_bytes=self.settings.max_body_bytes, max_part_bytes=self.settings.max_part_bytes
         )
 
+    def set_ready(self, ready: bool) -> None:
+        self.ready = ready
+        if self.peers is not None:
+            self.peers.set_ready(self.index, ready)
+
+    @property
+    def shutting_down(self) -> bool:
+        return self.draining or (self.peers is not None and self.peers.draining)
+
     def ready_engine(self) -> Engine | None:
-        """The engine while the service is ready, else None: the one definition of readiness that /readyz, /v2's
-        ready endpoints and every model route share."""
-        return self.engine if self.ready and not self.draining else None
+        """The engine while the whole service is ready (in a multi-process service, every process of it), else
+        None: what /readyz and /v2's ready endpoints report."""
+        engine = self.serving_engine()
+        if engine is None or (self.peers is not None and not self.peers.all_ready):
+            return None
+        return engine
+
+    def serving_engine(self) -> Engine | None:
+        """The engine while this process can serve (loaded, warmed up, its models reachable, not draining), else
+        None; a sibling process restarting does not stop this one from serving."""
+        if not self.ready or self.shutting_down or not self.engine.healthy:
+            return None
+        return self.engine
 
     def engine_or_503(self) -> Engine:
-        """The engine; NotReady (503) until the models are loaded and warmed up, and again once draining."""
-        engine = self.ready_engine()
+        """The engine for a model route; NotReady (503) until this process can serve, and again once draining."""
+        engine = self.serving_engine()
         if engine is None:
-            if self.draining:
+            if self.shutting_down:
                 raise NotReady("the service is shutting down; retry on another replica", retry_after_s=1)
+            if self.ready:
+                raise NotReady("the model process is restarting; retry in a moment", retry_after_s=1)
             raise NotReady("the model is still loading; retry in a moment", retry_after_s=1)
         return engine
 

@@ -8,11 +8,11 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from app.model.batch import Sample
 from app.decoding import DecodeLimits, decode_audio, decode_image, decode_text
 from app.errors import ServiceError
-from app.model.spec import MODALITIES
 from app.inputs.preprocess import Preprocessor
+from app.model.batch import Sample
+from app.model.spec import MODALITIES
 from app.training.manifest import ManifestError, Row
 
 _TRAINING_LIMITS = DecodeLimits(max_image_pixels=100_000_000, max_audio_seconds=600.0, max_text_chars=100_000)

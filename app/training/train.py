@@ -15,10 +15,11 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from app.model.batch import collate
-from app.model.errors import ArtifactError
+from app.inputs.preprocess import Preprocessor
 from app.model.artifact import CARD_FILE, METRICS_FILE, load_artifact, save_artifact, write_file
+from app.model.batch import collate
 from app.model.classifier import FusionClassifier
+from app.model.errors import ArtifactError
 from app.model.spec import (
     FUSION_TYPES,
     ArtifactSpec,
@@ -28,7 +29,6 @@ from app.model.spec import (
     TextSpec,
     TokenizerSpec,
 )
-from app.inputs.preprocess import Preprocessor
 from app.model.tokenizer import build_vocab
 from app.training import evaluation as ev
 from app.training import report

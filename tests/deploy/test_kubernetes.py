@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import copy
 import math
-import os
 import re
 import shutil
 from pathlib import Path
@@ -16,9 +15,10 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource
 from starlette.types import Receive, Scope, Send
 
 from app.config import Settings
-from app.metrics import REJECT_REASONS
+from app.http import plan as plan_module
+from app.http.plan import Plan
 from app.http.server import uvicorn_config
-from app.engine.pipeline import make_preprocess_pool
+from app.metrics import REJECT_REASONS
 from tests.deploy.kube import (
     CRD_SCHEMAS,
     K8S_VERSIONS,
@@ -30,7 +30,14 @@ from tests.deploy.kube import (
     schema_errors,
     schema_for,
 )
-from tests.deploy.support import ROOT, compose_config, dockerfile, exported_names, final_stage, image_env
+from tests.deploy.support import (
+    ROOT,
+    compose_config,
+    dockerfile,
+    exported_names,
+    final_stage,
+    image_env,
+)
 from tests.server import Server
 
 KUBE = ROOT / "deploy" / "kubernetes"
@@ -190,29 +197,20 @@ def cpu_cores(quantity: str | int) -> float:
     return int(text[:-1]) / 1000 if text.endswith("m") else float(text)
 
 
-def threads_for(settings: Settings, cores: float, monkeypatch: pytest.MonkeyPatch) -> tuple[int, int]:
-    """What the service's automatic sizing would pick on a machine of `cores` CPUs, and what `settings` pick."""
-    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(math.floor(cores))))
-    auto = make_preprocess_pool(-1)
-    expected_workers = auto._max_workers if auto else 0  # ThreadPoolExecutor's size
-    if auto:
-        auto.shutdown()
-    return expected_workers, settings.preprocess_workers
-
-
-def test_threads_are_sized_from_the_cpu_request_not_the_nodes_cores(monkeypatch: pytest.MonkeyPatch) -> None:
-    """torch and the decode pool size themselves by the node's cores (os.sched_getaffinity), not the pod's share:
-    each deployment sizes both from its CPU request, the decode pool by the service's own automatic rule."""
+def test_processes_are_sized_from_the_cpu_request_not_the_nodes_cores(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without a CPU limit a pod sees every core of its node (affinity, no cgroup quota): each deployment sizes its
+    workers and their threads from its CPU request, so they use no more cores than it requested."""
     (isvc,) = load_yaml(INFERENCE_SERVICE)
     (kserve,) = isvc["spec"]["predictor"]["containers"]
     deployments = [(container(objects), fusion_env(objects)) for objects in map(build, OVERLAYS)]
     deployments.append((kserve, {e["name"]: e["value"] for e in kserve["env"] if e["name"].startswith("FUSION_")}))
+    monkeypatch.setattr(plan_module, "available_cpus", lambda: 96)  # a large node
     for c, env in deployments:
-        settings = settings_of(env)
         cores = cpu_cores(c["resources"]["requests"]["cpu"])
-        assert settings.torch_threads == math.floor(cores) >= 1
-        expected, configured = threads_for(settings, cores, monkeypatch)
-        assert configured == expected, f"{c['name']}: {configured} decode threads on {cores} cores, auto: {expected}"
+        plan = Plan.from_settings(settings_of(env))
+        assert plan.workers == math.floor(cores) >= 1, c["name"]
+        worker = plan.worker_settings()
+        assert plan.workers * (worker.torch_threads + worker.preprocess_workers) <= cores, c["name"]
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS, ids=OVERLAY_IDS)

@@ -68,7 +68,7 @@ class UploadGuardMiddleware:
 
     def _closing_when_draining(self, send: Send) -> Send:
         async def send_closing(message: Message) -> None:
-            if message["type"] == "http.response.start" and self.state.draining:
+            if message["type"] == "http.response.start" and self.state.shutting_down:
                 message["headers"] = [*message.get("headers", []), _CLOSE]
             await send(message)
 

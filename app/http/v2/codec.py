@@ -18,8 +18,8 @@ import numpy as np
 import orjson
 from pydantic import ValidationError
 
-from app.http.v2.schemas import InferRequest
 from app.errors import MalformedRequest, PayloadTooLarge
+from app.http.v2.schemas import InferRequest
 
 HEADER_LENGTH = "Inference-Header-Content-Length"
 BINARY_CONTENT_TYPE = "application/octet-stream"

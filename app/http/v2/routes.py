@@ -217,8 +217,9 @@ async def _infer(request: Request, name: str, version: str | None, header_length
         raise UnsupportedMediaType(f"Content-Encoding {encoding!r} is not supported; send the body uncompressed")
     announcement = engine.announce(name)
     try:
-        body = await read_body(request.stream(), request.headers.get("content-length"), state.settings.max_body_bytes)
-        parsed, raws, wanted = _parse(body, header_length, model, engine.max_samples(name), state.settings.max_part_bytes)
+        settings = state.settings
+        body = await read_body(request.stream(), request.headers.get("content-length"), settings.max_body_bytes)
+        parsed, raws, wanted = _parse(body, header_length, model, engine.max_samples(name), settings.max_part_bytes)
         request.state.modalities = tuple(m for m in MODALITIES if any(m in raw.modalities for raw in raws))
         outcome = await unless_client_leaves(
             request, engine.predict(name, raws, announcement, explain=parsed.explain)
