@@ -17,6 +17,10 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 # Dependencies alone (torch 2.14.1 / torchvision 0.29.1 and their CUDA libraries: gigabytes), read from
 # pyproject.toml: this layer is rebuilt only when the dependencies change, never for a code change.
 FROM base AS deps
+# Where pip looks for packages (pip reads these variables): PyPI unless given, e.g. a mirror or a local index:
+#   docker build --build-arg PIP_INDEX_URL=https://pypi.example.com/simple -t fusion-serve .
+ARG PIP_INDEX_URL
+ARG PIP_EXTRA_INDEX_URL
 WORKDIR /build
 COPY pyproject.toml ./
 RUN python -m venv /opt/venv \
@@ -25,6 +29,9 @@ RUN python -m venv /opt/venv \
 
 # The service itself, as a wheel without dependencies.
 FROM base AS wheel
+# The build backend (setuptools) comes from the same place.
+ARG PIP_INDEX_URL
+ARG PIP_EXTRA_INDEX_URL
 WORKDIR /build
 COPY pyproject.toml README.md ./
 COPY app ./app
@@ -36,8 +43,12 @@ LABEL org.opencontainers.image.title="fusion-serve" \
 RUN groupadd --system --gid 10001 fusion \
     && useradd --system --uid 10001 --gid fusion --create-home --home-dir /home/fusion --shell /usr/sbin/nologin fusion
 COPY --from=deps /opt/venv /opt/venv
-RUN --mount=type=bind,from=wheel,source=/wheels,target=/wheels \
-    pip install --no-cache-dir --no-deps /wheels/*.whl
+# Copied, not bind-mounted (`RUN --mount=from=wheel`): Buildah, Podman's builder, reuses a cached RUN layer even when
+# the mounted stage changed (containers/buildah#6609, fixed by #6845; Debian 12 ships 1.28), so a rebuild after a
+# code change would keep the old code. The cost: the wheel (about 1 MB) stays in a lower layer.
+COPY --from=wheel /wheels /tmp/wheels
+RUN pip install --no-cache-dir --no-deps /tmp/wheels/*.whl \
+    && rm -rf /tmp/wheels
 WORKDIR /srv/fusion
 # The default model, baked in and owned by root (read-only to the service). Mount a folder of artifacts over
 # /srv/fusion/models to serve other models.

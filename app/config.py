@@ -124,6 +124,10 @@ class Settings(BaseSettings):
     max_audio_seconds: float = Field(60.0, gt=0, description="Duration of one audio file.")
     max_audio_samples: int = Field(24_000_000, ge=1, description="Decoded frames x channels per audio file.")
     max_text_chars: int = Field(10_000, ge=1, description="Characters of one text.")
+    max_decode_seconds: float = Field(
+        5.0, gt=0, description="CPU seconds one audio file may take to decode; then 422 (a file crafted to keep a "
+        "decoder busy).",
+    )
 
 
 @lru_cache

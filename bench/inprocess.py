@@ -18,10 +18,10 @@ from pathlib import Path
 import torch
 
 from app.config import Settings
-from app.decoding import DecodeLimits
 from app.engine.config import EngineConfig
 from app.engine.pipeline import prepare_sample
 from app.engine.predictor import Predictor, resolve_device
+from app.inputs.limits import DecodeLimits
 from app.inputs.parts import RawInputs
 from app.inputs.preprocess import Preprocessor
 from app.model.artifact import load_artifact

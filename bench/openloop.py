@@ -18,7 +18,6 @@ from urllib.parse import urlsplit
 
 import numpy as np
 
-
 # Idle pooled connections older than this are not reused: the server closes idle keep-alive connections after
 # FUSION_KEEP_ALIVE_S (5 s by default), and writing a request into one it has just closed is an error no server
 # could avoid (HTTP clients retire them the same way).

@@ -18,8 +18,8 @@ from pathlib import Path
 import torch
 
 from app.engine.predictor import resolve_device
-from app.model.artifact import load_artifact
 from app.inputs.preprocess import Preprocessor
+from app.model.artifact import load_artifact
 from app.training.dataset import load_examples
 from app.training.evaluation import predict_logits, subset_name, subsets
 from app.training.manifest import read_manifest

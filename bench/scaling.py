@@ -24,8 +24,18 @@ from pathlib import Path
 import httpx
 import numpy as np
 from PIL import Image, ImageDraw
-
-from run import BENCH, RESULTS, ROOT, WORK, Server, _cpu_s, build_request, machine_info, median_row, wrk
+from run import (
+    BENCH,
+    RESULTS,
+    ROOT,
+    WORK,
+    Server,
+    _cpu_s,
+    build_request,
+    machine_info,
+    median_row,
+    wrk,
+)
 
 CONFIGS = {  # label: environment
     "1 worker": {"FUSION_WORKERS": "1", "FUSION_MODEL_PLACEMENT": "per_worker"},

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from app.model.spec import FUSION_TYPES
 from app.engine.engine import TorchEngine
+from app.model.spec import FUSION_TYPES
 from tests.helpers import tiny_spec, write_tiny_artifact
 from tests.server import Server, running_server
 

@@ -1,6 +1,7 @@
 """Test helpers: tiny artifacts, media files made in memory, and ways to hold and watch a live model."""
 from __future__ import annotations
 
+import dataclasses
 import io
 import threading
 import time
@@ -13,12 +14,19 @@ import soundfile as sf
 import torch
 from PIL import Image
 
+from app.config import Settings
+from app.engine.served import ServedModel
+from app.inputs.limits import DecodeLimits
 from app.model.artifact import save_artifact
 from app.model.classifier import FusionClassifier
 from app.model.spec import ArtifactSpec, AudioSpec, FusionSpec, ImageSpec, TextSpec
-from app.engine.served import ServedModel
 
 LABELS = ("cat", "dog", "bird")
+
+
+def limits(**overrides: object) -> DecodeLimits:
+    """The service's default decode limits, with `overrides`."""
+    return dataclasses.replace(DecodeLimits.from_settings(Settings()), **overrides)  # type: ignore[arg-type]
 
 
 def tiny_spec(name: str = "tiny", fusion: str = "attention", modalities: tuple[str, ...] = ("image", "text", "audio"),

@@ -5,8 +5,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from app.config import Settings
-from app.decoding import DecodeLimits
 from app.engine.batcher import BatchConfig
+from app.inputs.limits import DecodeLimits
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,11 +39,5 @@ class EngineConfig:
                 max_queue_size=s.max_queue_size,
                 timeout_s=s.request_timeout_s,
             ),
-            limits=DecodeLimits(
-                max_image_pixels=s.max_image_pixels,
-                max_image_frames=s.max_image_frames,
-                max_audio_seconds=s.max_audio_seconds,
-                max_audio_samples=s.max_audio_samples,
-                max_text_chars=s.max_text_chars,
-            ),
+            limits=DecodeLimits.from_settings(s),
         )

@@ -9,12 +9,12 @@ from concurrent.futures import Executor
 from dataclasses import dataclass
 from typing import TypeVar
 
-from app.decoding import DecodeLimits
 from app.engine import pipeline
 from app.engine.api import ModelDescription, Prediction
 from app.engine.explain import Explanation
 from app.engine.pipeline import Job, run_cpu
 from app.errors import MissingInput, ModalityNotSupported, PayloadTooLarge, ServiceError
+from app.inputs.limits import DecodeLimits
 from app.inputs.parts import RawInputs
 from app.inputs.preprocess import Preprocessor
 

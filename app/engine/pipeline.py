@@ -14,13 +14,16 @@ from typing import TypeVar
 
 import numpy as np
 
-from app.decoding import DecodeLimits, decode_audio, decode_image, decode_text
 from app.engine import explain
 from app.engine.explain import Explanation
 from app.engine.predictor import Predictor
 from app.host import available_cpus, decode_threads
+from app.inputs.audio import decode_audio
+from app.inputs.image import decode_image
+from app.inputs.limits import DecodeLimits
 from app.inputs.parts import RawInputs
 from app.inputs.preprocess import Preprocessor
+from app.inputs.text import decode_text
 from app.model.batch import Sample
 
 T = TypeVar("T")

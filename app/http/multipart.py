@@ -12,7 +12,12 @@ from dataclasses import dataclass, field
 from python_multipart.exceptions import MultipartParseError
 from python_multipart.multipart import MultipartParser, parse_options_header
 
-from app.errors import MalformedRequest, PayloadTooLarge, UnknownField, UnsupportedMediaType
+from app.errors import (
+    MalformedRequest,
+    PayloadTooLarge,
+    UnknownField,
+    UnsupportedMediaType,
+)
 
 MAX_PARTS = 16
 

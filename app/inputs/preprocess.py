@@ -10,7 +10,7 @@ from PIL import Image
 from scipy.signal import resample_poly
 from torchvision.transforms.v2 import functional as F
 
-from app.decoding import Waveform
+from app.inputs.limits import Waveform
 from app.model.batch import Sample
 from app.model.spec import ArtifactSpec, AudioSpec, ImageSpec, TextSpec
 from app.model.tokenizer import Tokenizer

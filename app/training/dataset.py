@@ -1,6 +1,7 @@
 """Manifest rows -> preprocessed Samples in memory, through the service's own decoding and preprocessing."""
 from __future__ import annotations
 
+import dataclasses
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 
@@ -8,14 +9,21 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from app.decoding import DecodeLimits, decode_audio, decode_image, decode_text
+from app.config import Settings
 from app.errors import ServiceError
+from app.inputs.audio import decode_audio
+from app.inputs.image import decode_image
+from app.inputs.limits import DecodeLimits
 from app.inputs.preprocess import Preprocessor
+from app.inputs.text import decode_text
 from app.model.batch import Sample
 from app.model.spec import MODALITIES
 from app.training.manifest import ManifestError, Row
 
-_TRAINING_LIMITS = DecodeLimits(max_image_pixels=100_000_000, max_audio_seconds=600.0, max_text_chars=100_000)
+_TRAINING_LIMITS = dataclasses.replace(
+    DecodeLimits.from_settings(Settings()), max_image_pixels=100_000_000, max_audio_seconds=600.0,
+    max_text_chars=100_000,
+)
 
 
 @dataclass(frozen=True)

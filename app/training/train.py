@@ -16,7 +16,13 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from app.inputs.preprocess import Preprocessor
-from app.model.artifact import CARD_FILE, METRICS_FILE, load_artifact, save_artifact, write_file
+from app.model.artifact import (
+    CARD_FILE,
+    METRICS_FILE,
+    load_artifact,
+    save_artifact,
+    write_file,
+)
 from app.model.batch import collate
 from app.model.classifier import FusionClassifier
 from app.model.errors import ArtifactError
@@ -32,7 +38,13 @@ from app.model.spec import (
 from app.model.tokenizer import build_vocab
 from app.training import evaluation as ev
 from app.training import report
-from app.training.dataset import Examples, batches, load_examples, modality_dropout, restrict
+from app.training.dataset import (
+    Examples,
+    batches,
+    load_examples,
+    modality_dropout,
+    restrict,
+)
 from app.training.manifest import Manifest, read_manifest
 
 log = logging.getLogger(__name__)

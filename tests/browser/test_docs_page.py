@@ -8,11 +8,15 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
+import soundfile as sf
+from PIL import Image
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 
+from tests import media
 from tests.helpers import LABELS, png_bytes, wav_bytes
 from tests.server import Server, running_server
 
+ASSETS = Path(__file__).resolve().parents[2] / "bench/assets"
 CHROMIUM = Path("/usr/bin/chromium")
 FLAGS = [
     "--headless",
@@ -72,6 +76,34 @@ def test_a_person_gets_probabilities_from_the_docs_page(server: Server, page: Pa
     assert body["top"][0]["probability"] == max(body["probabilities"].values())
     # Swagger UI's script, styles and icon came from the service itself: no CDN, no validator.
     assert hosts == {urlsplit(server.url).netloc}
+
+
+@pytest.mark.parametrize(
+    "image_kind,audio_kind", [("avif", "webm-opus"), ("heic", "m4a-aac"), ("jxl", "mp4-h264-aac-video")]
+)
+def test_the_file_pickers_take_phone_and_browser_formats(
+    server: Server, page: Page, tmp_path: Path, image_kind: str, audio_kind: str
+) -> None:
+    """What a phone or a browser recorder saves goes through the pickers: they filter no file type, and the
+    service reads each type from its content."""
+    image, audio = tmp_path / f"photo.{image_kind}", tmp_path / f"clip.{audio_kind.split('-')[0]}"
+    image.write_bytes(media.IMAGES[image_kind](Image.open(ASSETS / "digit.png")))
+    samples, rate = sf.read(ASSETS / "digit.wav", dtype="float32")
+    audio.write_bytes(media.AUDIO[audio_kind](samples, rate))
+    page.goto(f"{server.url}/docs")
+    operation = page.locator(PREDICT)
+    operation.locator(".opblock-summary").click()
+    operation.get_by_role("button", name="Try it out").click()
+    for field, path in (("image", image), ("audio", audio)):
+        picker = operation.locator(f'tr[data-property-name="{field}"] input[type=file]')
+        assert picker.get_attribute("accept") in (None, "")  # no filter in the browser's file dialog
+        picker.set_input_files(path)
+    operation.locator('tr[data-property-name="text"] input[type=text]').fill("a seven, I think")
+    operation.get_by_role("button", name="Execute").click()
+    live = operation.locator(".live-responses-table")
+    expect(live.locator("tbody td.response-col_status")).to_have_text("200")
+    body = json.loads(live.locator("tbody .response-col_description pre").first.inner_text())
+    assert body["modalities"] == ["image", "text", "audio"]
 
 
 def test_the_docs_page_loads_its_assets_from_the_service(server: Server, page: Page) -> None:

@@ -3,9 +3,9 @@ from __future__ import annotations
 
 import torch
 
-from app.model.batch import Sample, collate
 from app.engine.predictor import Predictor
 from app.model.artifact import load_artifact
+from app.model.batch import Sample, collate
 from tests.helpers import tiny_spec, write_tiny_artifact
 
 

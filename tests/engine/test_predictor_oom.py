@@ -12,9 +12,9 @@ import numpy as np
 import pytest
 import torch
 
-from app.model.batch import Sample
 from app.engine.predictor import Predictor, Scores
 from app.model.artifact import load_artifact
+from app.model.batch import Sample
 from tests.helpers import tiny_spec, write_tiny_artifact
 from tests.server import Server
 

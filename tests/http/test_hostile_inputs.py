@@ -9,8 +9,8 @@ from typing import Any
 import httpx
 import pytest
 
-from app.http.multipart import FormLimits, read_form
 from app.errors import PayloadTooLarge
+from app.http.multipart import FormLimits, read_form
 from tests import hostile
 from tests.helpers import png_bytes, wav_bytes
 from tests.server import Server, raw_exchange, status_of
@@ -36,19 +36,25 @@ CASES: list[Case] = [
     ("image-1001-frames", upload("image", lambda: hostile.animation("GIF", 1001)), 413),
     *[(f"image-foreign-{k}", upload("image", make), 415) for k, make in hostile.FOREIGN_IMAGES.items()],
     *[(f"image-exotic-{k}", upload("image", make), 200) for k, make in hostile.EXOTIC_IMAGES.items()],
+    *[(f"image-broken-{k}", upload("image", make), 422) for k, make in hostile.BROKEN_IMAGES.items()],
     *[
         (f"image-truncated-{fmt}", upload("image", lambda f=fmt: hostile.image_file(hostile.noise_image(), f)[:300]),
          422)
-        for fmt in ("PNG", "JPEG", "GIF", "WEBP", "TIFF", "BMP")
+        for fmt in ("PNG", "JPEG", "GIF", "WEBP", "TIFF", "BMP", "AVIF")
     ],
     *[(f"audio-exotic-{k}", upload("audio", make), 200) for k, make in hostile.EXOTIC_AUDIO.items()],
     *[(f"audio-foreign-{k}", upload("audio", make), 415) for k, make in hostile.FOREIGN_AUDIO.items()],
     *[(f"audio-lying-{k}", upload("audio", make), 422) for k, make in hostile.LYING_AUDIO.items()],
+    *[(f"audio-noise-{k}", upload("audio", make), 200) for k, make in hostile.DECODED_AS_NOISE.items()],
     ("audio-hour-of-silence", upload("audio", lambda: hostile.silent_flac(3600)), 413),
+    ("audio-ten-hours-of-opus-ogg", upload("audio", lambda: hostile.ten_hours_of_opus("ogg")), 413),
+    ("audio-ten-hours-of-opus-live-webm", upload("audio", lambda: hostile.ten_hours_of_opus("webm")), 413),
+    ("audio-1000-streams", upload("audio", lambda: hostile.streams(1000)), 413),
     ("text-invalid-utf8", lambda: {"files": {"text": (None, b"caf\xe9")}}, 422),
     ("text-overlong-utf8", lambda: {"files": {"text": (None, b"\xc0\xaf")}}, 422),
     ("text-nul", lambda: {"files": {"text": (None, b"a\x00b")}}, 422),
     ("text-unicode-whitespace", lambda: {"files": {"text": (None, " \u3000\u00a0\n".encode())}}, 422),
+    ("text-zero-width-only", lambda: {"files": {"text": (None, "\u200b\u2060\ufeff \u200b".encode())}}, 422),
     ("text-too-many-bytes", lambda: {"files": {"text": (None, b"x" * 50_000)}}, 413),
     ("text-one-huge-token", lambda: {"files": {"text": (None, b"y" * 10_000)}}, 200),
     ("text-rtl-combining-bidi-emoji",

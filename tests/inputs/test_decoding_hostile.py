@@ -5,18 +5,23 @@ from __future__ import annotations
 import io
 
 import numpy as np
+import pillow_heif.as_plugin
 import pytest
 import torch
-from PIL import Image, ImageFile
+from PIL import AvifImagePlugin, Image, ImageFile
+from pillow_jxl import JpegXLImagePlugin
 
-from app.decoding import IMAGE_MODES, DecodeLimits, decode_audio, decode_image, decode_text
 from app.errors import CorruptInput, InvalidInput, PayloadTooLarge, UnsupportedMediaType
-from app.model.spec import ImageSpec
+from app.inputs import audio_av
+from app.inputs.audio import decode_audio
+from app.inputs.image import IMAGE_MODES, decode_image
 from app.inputs.preprocess import Preprocessor
-from tests import hostile
-from tests.helpers import tiny_spec
+from app.inputs.text import decode_text
+from app.model.spec import ImageSpec
+from tests import hostile, media
+from tests.helpers import limits, tiny_spec
 
-LIMITS = DecodeLimits()
+LIMITS = limits()
 GREY = Preprocessor(tiny_spec())
 COLOUR = Preprocessor(
     tiny_spec().model_copy(update={"image": ImageSpec(size=16, channels=3, width=4, mean=(0.5,) * 3, std=(0.5,) * 3)})
@@ -31,6 +36,10 @@ def no_pixel_decoding(monkeypatch: pytest.MonkeyPatch) -> None:
         raise AssertionError("pixels were decoded")
 
     monkeypatch.setattr(ImageFile.ImageFile, "load", refuse)
+    # the plugins that decode in their own load(), or (JPEG XL) while opening the file
+    monkeypatch.setattr(AvifImagePlugin.AvifImageFile, "load", refuse)
+    monkeypatch.setattr(pillow_heif.as_plugin.HeifImageFile, "load", refuse)
+    monkeypatch.setattr(JpegXLImagePlugin.JXLImageFile, "_open", refuse)
 
 
 @pytest.mark.parametrize("kind", sorted(hostile.IMAGE_BOMBS))
@@ -41,9 +50,26 @@ def test_decompression_bombs_are_refused_from_the_header(kind: str, no_pixel_dec
         decode_image(data, LIMITS)
 
 
-@pytest.mark.parametrize("fmt", ["GIF", "PNG", "WEBP", "TIFF"])
+@pytest.mark.parametrize("kind", ["AVIF", "HEIF", "JXL"])
+def test_plugin_formats_are_checked_against_the_pixel_limit_before_decoding(kind: str, no_pixel_decoding: None) -> None:
+    """A HEIC bomb needs a genuinely large picture (libheif reads the size from the HEVC stream), so each plugin
+    format is checked with a 64 x 64 image against a 1 000-pixel limit: refused from the header alone."""
+    data = {"AVIF": media.IMAGES["avif"], "HEIF": media.IMAGES["heic"], "JXL": media.IMAGES["jxl"]}[kind](
+        hostile.noise_image((64, 64))
+    )
+    with pytest.raises(PayloadTooLarge, match="64x64 pixels and exceeds the limit of 1,000"):
+        decode_image(data, limits(max_image_pixels=1000))
+
+
+@pytest.mark.parametrize("kind", sorted(hostile.BROKEN_IMAGES))
+def test_truncated_or_corrupt_plugin_images_are_422(kind: str) -> None:
+    with pytest.raises(CorruptInput, match="corrupt|truncated"):
+        decode_image(hostile.BROKEN_IMAGES[kind](), LIMITS)
+
+
+@pytest.mark.parametrize("fmt", ["GIF", "PNG", "WEBP", "TIFF", "AVIF", "HEIF"])
 def test_animations_with_too_many_frames_are_refused(fmt: str) -> None:
-    limits = DecodeLimits(max_image_frames=8)
+    limits = limits(max_image_frames=8)
     assert decode_image(hostile.animation(fmt, 8), limits).size == (4, 4)  # at the limit: its first frame
     with pytest.raises(PayloadTooLarge, match="more than 8 frames"):
         decode_image(hostile.animation(fmt, 9), limits)
@@ -56,7 +82,7 @@ def test_a_gif_with_thousands_of_frames_is_refused_without_decoding_them(no_pixe
 
 @pytest.mark.parametrize("kind", sorted(hostile.FOREIGN_IMAGES))
 def test_formats_we_do_not_accept_are_415(kind: str) -> None:
-    with pytest.raises(UnsupportedMediaType, match="JPEG, PNG, WEBP, GIF, BMP, TIFF"):
+    with pytest.raises(UnsupportedMediaType, match="JPEG, PNG, WEBP, GIF, BMP, TIFF, AVIF, HEIF, JXL|animated JPEG XL"):
         decode_image(hostile.FOREIGN_IMAGES[kind](), LIMITS)
 
 
@@ -112,26 +138,97 @@ def test_audio_formats_we_do_not_accept_are_415(kind: str) -> None:
         decode_audio(hostile.FOREIGN_AUDIO[kind](), LIMITS)
 
 
-@pytest.mark.parametrize(
-    "kind,message",
-    [
-        ("rate-0", "sample rate of 0 Hz"),
-        ("rate-1", "sample rate of 1 Hz"),
-        ("rate-huge", "sample rate of 4000000000 Hz"),
-        ("channels-0", "0 channels"),
-        ("channels-65", "65 channels"),
-        ("data-size-4gb", "declares 4,294,967,280 bytes"),
-        ("zero-samples", "no samples"),
-        ("truncated-wav", "truncated"),
-        ("truncated-flac", "truncated"),
-        ("truncated-ogg", "truncated"),
-        ("header-only-wav", "truncated"),
-        ("header-only-flac", "truncated"),
-    ],
-)
+LYING_MESSAGES = {
+    "rate-0": "sample rate of 0 Hz",
+    "rate-1": "sample rate of 1 Hz",
+    "rate-huge": "sample rate of 4000000000 Hz",
+    "channels-0": "0 channels",
+    "channels-65": "65 channels",
+    "data-size-4gb": "declares 4,294,967,280 bytes",
+    "zero-samples": "no samples",
+    "truncated-wav": "truncated",
+    "truncated-flac": "truncated",
+    "truncated-ogg": "truncated",
+    "header-only-wav": "truncated",
+    "header-only-flac": "truncated",
+}
+
+
+@pytest.mark.parametrize("kind,message", sorted(LYING_MESSAGES.items()))
 def test_audio_whose_header_lies_or_that_is_cut_short_is_422(kind: str, message: str) -> None:
     with pytest.raises(CorruptInput, match=message):
         decode_audio(hostile.LYING_AUDIO[kind](), LIMITS)
+
+
+@pytest.mark.parametrize("kind", sorted(set(hostile.LYING_AUDIO) - set(LYING_MESSAGES)))
+def test_truncated_mislabelled_or_corrupt_containers_are_422(kind: str) -> None:
+    with pytest.raises(CorruptInput, match="truncated|corrupt|no samples"):
+        decode_audio(hostile.LYING_AUDIO[kind](), LIMITS)
+
+
+@pytest.mark.parametrize("kind", sorted(hostile.DECODED_AS_NOISE))
+def test_a_codec_mislabel_that_decodes_gives_finite_samples_in_range(kind: str) -> None:
+    samples = decode_audio(hostile.DECODED_AS_NOISE[kind](), LIMITS).samples
+    assert np.isfinite(samples).all() and np.abs(samples).max() <= 1.0
+
+
+def test_ten_hours_of_opus_in_ogg_are_refused_from_the_declared_length() -> None:
+    with pytest.raises(PayloadTooLarge, match="36000.0 s long; the limit is 60 s"):
+        decode_audio(hostile.ten_hours_of_opus("ogg"), LIMITS)
+
+
+def test_ten_hours_of_opus_in_a_live_webm_are_refused_after_decoding_at_most_the_limit(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A WebM as a browser's MediaRecorder writes it declares no length: decoding stops at the limit, not the end."""
+    data = hostile.ten_hours_of_opus("webm")
+    decoded = 0
+    frames = audio_av._frames
+
+    def counting(*args: object, **kwargs: object):  # noqa: ANN202
+        nonlocal decoded
+        for frame in frames(*args, **kwargs):  # type: ignore[arg-type]
+            decoded += frame.samples
+            yield frame
+
+    monkeypatch.setattr(audio_av, "_frames", counting)
+    with pytest.raises(PayloadTooLarge, match="more than 60 s long"):
+        decode_audio(data, LIMITS)
+    assert 60 * 48000 < decoded <= 60 * 48000 + 5760  # the limit, and at most one 120 ms packet past it
+
+
+def test_a_container_with_a_thousand_streams_is_refused() -> None:
+    with pytest.raises(PayloadTooLarge, match="more than 16 tracks"):
+        decode_audio(hostile.streams(1000), LIMITS)
+    assert decode_audio(hostile.streams(3), LIMITS).samples.shape == (1024, 1)  # the first audio track of a few
+
+
+def test_decoding_stops_when_its_cpu_budget_is_spent(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Stands in for a decoder that a crafted file keeps busy: the budget is checked on FFmpeg's reads and before
+    every packet (a file that does not need the budget is untouched by it: every other test here)."""
+    data = media.AUDIO["webm-opus"](hostile.tone(seconds=1.0)[:, 0], 16000)
+    class Clock:  # both clocks: 0 when decoding starts, then 10 s on
+        reads = 0
+
+        @classmethod
+        def now(cls) -> float:
+            cls.reads += 1
+            return 0.0 if cls.reads <= 4 else 10.0
+
+        monotonic = thread_time = now
+
+    monkeypatch.setattr(audio_av, "time", Clock)
+    with pytest.raises(CorruptInput, match="took more than 5 s of CPU time"):
+        decode_audio(data, LIMITS)
+
+
+def test_a_demuxer_scanning_junk_is_stopped_inside_its_reads(monkeypatch: pytest.MonkeyPatch) -> None:
+    """An MP3 whose first frame is followed by megabytes without a sync code: FFmpeg scans them while it opens the
+    file, before any packet; the budget is checked on each of its reads, so it stops there."""
+    junk = b"ID3\x04" + bytes(6) + b"\xff\xfb\x90\x00" + bytes(range(255)) * 40_000
+    monkeypatch.setattr(audio_av, "_frames", lambda *a: pytest.fail("a packet was reached"))  # type: ignore[arg-type]
+    with pytest.raises(CorruptInput, match="took more than 0 s of CPU time"):
+        decode_audio(junk, limits(max_decode_seconds=0.0))
 
 
 def test_an_hour_of_compressed_silence_is_refused_before_decoding() -> None:
@@ -143,9 +240,9 @@ def test_an_hour_of_compressed_silence_is_refused_before_decoding() -> None:
 
 def test_decoded_samples_are_bounded_across_channels() -> None:
     data = hostile.audio_file(hostile.tone(seconds=1.0, rate=16000, channels=8), 16000, "FLAC")
-    assert decode_audio(data, DecodeLimits(max_audio_samples=128_000)).samples.shape == (16000, 8)
+    assert decode_audio(data, limits(max_audio_samples=128_000)).samples.shape == (16000, 8)
     with pytest.raises(PayloadTooLarge, match="128,000 samples; the limit is 127,999"):
-        decode_audio(data, DecodeLimits(max_audio_samples=127_999))
+        decode_audio(data, limits(max_audio_samples=127_999))
 
 
 @pytest.mark.parametrize(
@@ -156,6 +253,9 @@ def test_decoded_samples_are_bounded_across_channels() -> None:
         (b"ok \xf8\x88\x80\x80\x80", CorruptInput, "UTF-8"),  # 5-byte sequence
         (b"\x00", CorruptInput, "NUL"),
         (" \u00a0\u3000\t\n".encode(), CorruptInput, "whitespace"),  # Unicode spaces are whitespace too
+        ("\u200b\u2060\ufeff".encode(), CorruptInput, "invisible"),  # zero-width space, word joiner, BOM
+        (" \u200b \u200c\u200d\u00ad\u200e\u2061".encode(), CorruptInput, "invisible"),  # other format characters
+        ("\u3164\u2800\ufe0f\U000e0020\x01".encode(), CorruptInput, "invisible"),  # fillers, blanks, selectors, tags
         (b"x" * 40_001, PayloadTooLarge, "bytes; the limit is 10,000 characters"),  # not even decoded
         ("七".encode() * 10_001, PayloadTooLarge, "10,001 characters"),
     ],
@@ -191,6 +291,7 @@ def test_a_text_at_the_character_limit_in_four_byte_characters_is_accepted() -> 
 def test_hostile_inputs_raise_nothing_but_invalid_input() -> None:
     """The whole corpus above, once more as a group: no decoder raises anything else."""
     cases = [(decode_image, make) for make in (*hostile.IMAGE_BOMBS.values(), *hostile.FOREIGN_IMAGES.values())]
+    cases += [(decode_image, make) for make in hostile.BROKEN_IMAGES.values()]
     cases += [(decode_audio, make) for make in (*hostile.FOREIGN_AUDIO.values(), *hostile.LYING_AUDIO.values())]
     for decode, make in cases:
         with pytest.raises(InvalidInput):

@@ -10,15 +10,18 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from app.http.multipart import FormLimits, read_form
-from app.decoding import DecodeLimits, Waveform, decode_audio, decode_image, decode_text
 from app.errors import InvalidInput
-from app.model.spec import ImageSpec
+from app.http.multipart import FormLimits, read_form
+from app.inputs.audio import decode_audio
+from app.inputs.image import decode_image
+from app.inputs.limits import Waveform
 from app.inputs.preprocess import Preprocessor
-from tests import hostile
-from tests.helpers import tiny_spec, wav_bytes
+from app.inputs.text import decode_text
+from app.model.spec import ImageSpec
+from tests import hostile, media
+from tests.helpers import limits, tiny_spec, wav_bytes
 
-LIMITS = DecodeLimits(max_image_pixels=4_000_000, max_image_frames=50, max_audio_seconds=5, max_audio_samples=400_000)
+LIMITS = limits(max_image_pixels=4_000_000, max_image_frames=50, max_audio_seconds=5, max_audio_samples=400_000)
 GREY = Preprocessor(tiny_spec())
 COLOUR = Preprocessor(
     tiny_spec().model_copy(update={"image": ImageSpec(size=16, channels=3, width=4, mean=(0.5,) * 3, std=(0.5,) * 3)})
@@ -36,6 +39,8 @@ IMAGE_SEEDS = [
     hostile.image_file(hostile.noise_image((24, 16), "RGBA"), "PNG"),
     hostile.animation("GIF", 4),
     hostile.animation("PNG", 4),
+    *(make(hostile.noise_image((24, 16))) for make in media.IMAGES.values()),  # AVIF, HEIC, JPEG XL
+    hostile.animation("AVIF", 3),
 ]
 AUDIO_SEEDS = [
     wav_bytes(seconds=0.1, rate=8000),
@@ -44,6 +49,8 @@ AUDIO_SEEDS = [
     hostile.audio_file(hostile.tone(0.2, 16000), 16000, "FLAC"),
     hostile.audio_file(hostile.tone(0.2, 16000), 16000, "OGG", "VORBIS"),
     hostile.EXOTIC_AUDIO["mp3"](),
+    # every container and codec decoded through FFmpeg, 0.2 s each
+    *(make(hostile.tone(0.2, 16000)[:, 0], 16000) for make in media.AUDIO.values()),
 ]
 
 
@@ -117,6 +124,13 @@ def test_mutated_images(data: bytes) -> None:
 @FUZZ
 @given(data=mutated(AUDIO_SEEDS))
 def test_mutated_audio(data: bytes) -> None:
+    check_audio(data)
+
+
+@settings(FUZZ, max_examples=1000)
+@given(data=mutated(AUDIO_SEEDS[6:]))
+def test_mutated_audio_through_ffmpeg(data: bytes) -> None:
+    """More examples for the formats FFmpeg's demuxers and decoders read: the larger attack surface."""
     check_audio(data)
 
 

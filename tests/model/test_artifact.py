@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 from safetensors.torch import load_file, save_file
 
-from app.model.errors import ArtifactError
 from app.model.artifact import load_artifact, write_file
-from tests.helpers import tiny_spec, write_tiny_artifact
+from app.model.errors import ArtifactError
+from tests.helpers import write_tiny_artifact
 
 
 @pytest.fixture()

@@ -8,10 +8,10 @@ import pytest
 import torch
 from torch import nn
 
-from app.model.batch import Sample
 from app.engine.predictor import Predictor, warmup_sizes
 from app.model import cpu_inference
 from app.model.artifact import load_artifact, save_artifact
+from app.model.batch import Sample
 from app.model.spec import AudioSpec, ImageSpec
 from tests.helpers import tiny_spec, write_tiny_artifact
 

@@ -74,6 +74,7 @@ def model_info(model: ModelDescription, default_name: str | None, settings: Sett
             max_audio_seconds=settings.max_audio_seconds,
             max_audio_samples=settings.max_audio_samples,
             max_text_chars=settings.max_text_chars,
+            max_decode_seconds=settings.max_decode_seconds,
         ),
         metrics=model.metrics,
     )

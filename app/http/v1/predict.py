@@ -31,12 +31,15 @@ PREDICT_BODY: dict[str, Any] = {
                     "properties": {
                         "image": {
                             **_FILE,
-                            "description": "Image file: JPEG, PNG, WebP, GIF (first frame), BMP or TIFF.",
+                            "description": "Image file: JPEG, PNG, WebP, GIF (first frame), BMP, TIFF, AVIF, "
+                            "HEIC/HEIF or JPEG XL; the type is read from the content.",
                         },
                         "text": {"type": "string", "description": "UTF-8 text."},
                         "audio": {
                             **_FILE,
-                            "description": "Audio file: WAV (PCM/float), FLAC, OGG or MP3; any rate and channels.",
+                            "description": "Audio file: WAV/W64/RF64, FLAC, OGG, MP3, WebM/Matroska, "
+                            "MP4/M4A/3GP/MOV, CAF, AIFF, AMR or AAC (Opus, Vorbis, AAC, ALAC, AMR, GSM, PCM, ...), "
+                            "or a video file's audio track; any rate and channels; the type is read from the content.",
                         },
                     },
                 }

@@ -101,6 +101,7 @@ class Limits(BaseModel):
     max_audio_seconds: float
     max_audio_samples: int = Field(description="Decoded frames x channels of one audio file.")
     max_text_chars: int
+    max_decode_seconds: float = Field(description="CPU seconds one audio file may take to decode.")
 
 
 class ModelInfo(BaseModel):

@@ -31,9 +31,20 @@ from collections.abc import Sequence
 import numpy as np
 
 from app.engine.api import Engine, ModelDescription, Prediction
-from app.errors import MalformedRequest, MissingInput, ModelNotFound, PayloadTooLarge, UnknownField
+from app.errors import (
+    MalformedRequest,
+    MissingInput,
+    ModelNotFound,
+    PayloadTooLarge,
+    UnknownField,
+)
 from app.http.v2.codec import OutputTensor, ParsedRequest, RequestedOutput
-from app.http.v2.schemas import ModelConfig, ModelConfigTensor, ModelMetadata, TensorMetadata
+from app.http.v2.schemas import (
+    ModelConfig,
+    ModelConfigTensor,
+    ModelMetadata,
+    TensorMetadata,
+)
 from app.inputs.parts import RawInputs
 from app.model.spec import MODALITIES
 
