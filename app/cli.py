@@ -14,6 +14,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from app.errors import UsageError
+
 USAGE_ERROR = 2  # argparse's exit status for a command line it refuses
 
 # Top-level modules each extra brings; an import of one of them failing means that extra is missing.
@@ -148,6 +150,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         result = _load(command, command.run)(args)
     except MissingExtra as exc:
         print(exc, file=sys.stderr)
+        return USAGE_ERROR
+    except UsageError as exc:  # a flag, manifest or setting the user must change: one line, no traceback
+        print(f"fusion-serve: error: {exc.message}", file=sys.stderr)
         return USAGE_ERROR
     return result if isinstance(result, int) else 0
 

@@ -6,7 +6,14 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import AfterValidator, BeforeValidator, Field, SecretStr, ValidationError
+from pydantic import (
+    AfterValidator,
+    BeforeValidator,
+    ByteSize,
+    Field,
+    SecretStr,
+    ValidationError,
+)
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 # RFC 6750's b64token, so a key always fits a `Authorization: Bearer <key>` header.
@@ -91,6 +98,13 @@ class Settings(BaseSettings):
     body_timeout_s: float = Field(30.0, gt=0, description="Longest pause while a request body arrives; then 408.")
     max_inflight_requests: int = Field(
         512, ge=1, description="Requests with a body in progress at once (uploading, decoding, queued); then 503."
+    )
+    max_inflight_bytes: Annotated[ByteSize, Field(ge=2**20)] | None = Field(
+        None,
+        description="Memory budget for requests in flight (bodies as they arrive, inputs while they are decoded), "
+        "in bytes or with a unit (512MiB, 2GiB); beyond it: 503 with Retry-After, before the body is read. Unset: "
+        "the memory the process may use (cgroup limit, else physical memory) less its own size once loaded and "
+        "warmed up, less a margin of a fifth.",
     )
     drain_delay_s: float = Field(
         5.0, ge=0, description="On SIGTERM: how long /readyz and new requests answer 503 before the listener closes."

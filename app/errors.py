@@ -108,3 +108,22 @@ class ModelFailure(ServiceError):
     """The model failed on the batch that held the request."""
 
     code = "model_failure"
+
+
+class UsageError(Exception):
+    """A command-line flag, manifest or training setting the user must change (not a service error).
+
+    `fusion-serve` prints the message as one line and exits with status 2, without a traceback.
+    """
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class SettingError(UsageError, ValueError):
+    """A setting's value is out of range; `setting` is its field name, which the command line maps to its flag."""
+
+    def __init__(self, setting: str, message: str) -> None:
+        super().__init__(message)
+        self.setting = setting

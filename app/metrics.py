@@ -21,6 +21,7 @@ from prometheus_client import (
 from prometheus_client.exposition import choose_encoder
 from prometheus_client.multiprocess import MultiProcessCollector
 
+from app.inputs.budget import ByteBudget
 from app.model.spec import subset_key
 
 if TYPE_CHECKING:
@@ -123,7 +124,34 @@ class ServiceMetrics:
             ("model", "modality"),
             registry=r,
         )
+        self.inflight_bytes = Gauge(
+            "fusion_inflight_bytes",
+            "Bytes that requests in flight hold on the memory budget: bodies as admitted or received, inputs while "
+            "they are decoded.",
+            registry=r,
+            multiprocess_mode="livesum",
+        )
+        self.inflight_limit = Gauge(
+            "fusion_inflight_bytes_limit", "The memory budget for requests in flight (0 until set).", registry=r,
+            multiprocess_mode="livesum",
+        )
+        self.inflight_reserve = Gauge(
+            "fusion_inflight_bytes_reserve", "The part of the budget that only decoding may use.", registry=r,
+            multiprocess_mode="livesum",
+        )
+        self.inflight_refusals = Counter(
+            "fusion_inflight_bytes_refusals",
+            "Bodies and decodes the memory budget had no room for (503 with Retry-After; 413 for a body larger than "
+            "it could ever hold).",
+            registry=r,
+        )
         self._http: dict[tuple[str, str, int], tuple[Counter, Histogram]] = {}
+
+    def watch_budget(self, budget: ByteBudget) -> None:
+        """Export the memory budget's state as it changes."""
+        budget.observer = BudgetMetrics(self)
+        if budget.limit is not None:
+            budget.observer.configured(budget.limit, budget.reserve)
 
     def batch_observer(self, model: str) -> BatchMetrics:
         """The batcher's observer for one model (`ModelRegistry(observer_factory=...)`)."""
@@ -173,6 +201,24 @@ class ServiceMetrics:
             MultiProcessCollector(registry)
             return encoder(registry), content_type
         return encoder(self.registry), content_type
+
+
+class BudgetMetrics:
+    """A `BudgetObserver`: the memory budget for requests in flight, as gauges (added up over a multi-process
+    service's processes) and a counter of refusals."""
+
+    def __init__(self, metrics: ServiceMetrics) -> None:
+        self._metrics = metrics
+
+    def configured(self, limit: int, reserve: int) -> None:
+        self._metrics.inflight_limit.set(limit)
+        self._metrics.inflight_reserve.set(reserve)
+
+    def held(self, in_use: int) -> None:
+        self._metrics.inflight_bytes.set(in_use)
+
+    def refused(self) -> None:
+        self._metrics.inflight_refusals.inc()
 
 
 class BatchMetrics:

@@ -38,7 +38,7 @@ def measure(models_dir: Path, model: str, manifest: Path, device_name: str, thre
     rows = read_manifest(manifest, labels=spec.labels).split("test")
     if not rows:
         raise SystemExit(f"{manifest} has no test split")
-    examples = load_examples(rows, spec.labels, Preprocessor(spec), "test")
+    examples = load_examples(rows, spec.labels, Preprocessor(spec))
     result: dict = {"model": model, "device": str(device), "examples": len(examples), "subsets": {}}
     for keep in subsets(spec.ordered_modalities):
         name = subset_name(keep)

@@ -18,6 +18,7 @@ from app.config import Settings
 from app.engine import explain as explaining
 from app.engine.api import Announcement, ModelDescription, Prediction
 from app.errors import MissingInput, ModalityNotSupported, ModelNotFound, ServiceError
+from app.inputs.budget import ByteBudget
 from app.inputs.parts import RawInputs
 from app.metrics import ServiceMetrics
 from app.model.spec import ArtifactSpec, AudioSpec, ImageSpec, TextSpec
@@ -67,6 +68,7 @@ class FakeEngine:
     explained: list[bool] = field(default_factory=list)
     fail_with: ServiceError | None = None
     withdrawn: int = 0
+    budgets: list[ByteBudget | None] = field(default_factory=list)
     started: bool = False
 
     @property
@@ -90,6 +92,10 @@ class FakeEngine:
     def max_samples(self, name: str | None) -> int:
         return self.settings.max_queue_size
 
+    @property
+    def decode_reserve(self) -> int:
+        return 0  # it decodes nothing
+
     def load(self) -> None:
         pass
 
@@ -110,11 +116,13 @@ class FakeEngine:
         name: str | None,
         raws: Sequence[RawInputs],
         announcement: Announcement | None = None,
+        budget: ByteBudget | None = None,
         *,
         explain: bool = False,
     ) -> list[Prediction]:
         self.describe(name)
         self.calls.append((name, list(raws)))
+        self.budgets.append(budget)
         self.explained.append(explain)
         if announcement is not None:
             announcement.withdraw()

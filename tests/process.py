@@ -3,6 +3,7 @@ processes when it has them), optionally with a forward pass slowed down to a kno
 known."""
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -45,11 +46,16 @@ class ServeProcess:
     url: str
     log_path: Path
 
-    def rss_bytes(self) -> int:
+    def rss_bytes(self, key: str = "VmRSS") -> int:
+        """Its resident set size now, or (key VmHWM) its peak since start or since `reset_peak_rss`."""
         for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
+            if line.startswith(key + ":"):
                 return int(line.split()[1]) * 1024
-        raise RuntimeError("no VmRSS")
+        raise RuntimeError(f"no {key}")
+
+    def reset_peak_rss(self) -> None:
+        """Make its peak RSS (VmHWM) its current RSS (Linux's clear_refs)."""
+        Path(f"/proc/{self.proc.pid}/clear_refs").write_text("5")
 
     def terminate(self) -> None:
         self.proc.send_signal(signal.SIGTERM)
@@ -79,7 +85,7 @@ def serve_process(
     env.update(SLOW_FORWARD_S=str(forward_s), PYTHONPATH=os.pathsep.join([str(hooks), str(ROOT)]))
     with log_path.open("wb") as log:
         proc = subprocess.Popen([sys.executable, "-m", "app.cli", "serve"], cwd=ROOT, env=env, stdout=log,
-                                stderr=subprocess.STDOUT)
+                                stderr=subprocess.STDOUT, start_new_session=True)
     server = ServeProcess(proc=proc, url=f"http://127.0.0.1:{port}", log_path=log_path)
     try:
         end = time.monotonic() + 240  # generous: several processes start, each importing torch
@@ -94,6 +100,6 @@ def serve_process(
             time.sleep(0.1)
         yield server
     finally:
-        if proc.poll() is None:
-            proc.kill()
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)  # the service and every process it started
         proc.wait(30)

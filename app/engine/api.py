@@ -13,6 +13,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from app.engine.explain import Explanation
+from app.inputs.budget import ByteBudget
 from app.inputs.parts import RawInputs
 from app.model.spec import ArtifactSpec, Modality
 
@@ -66,6 +67,11 @@ class Engine(Protocol):
     def max_samples(self, name: str | None) -> int:
         """The most samples one call may submit to a model (its queue's capacity)."""
 
+    @property
+    def decode_reserve(self) -> int:
+        """Bytes to keep in a memory budget for decoding: the footprint of the largest common input the decode
+        limits allow (app.inputs.footprint), times the samples this engine decodes at once."""
+
     def describe(self, name: str | None) -> ModelDescription:
         """The named model (the default one for None); ModelNotFound otherwise."""
 
@@ -89,9 +95,12 @@ class Engine(Protocol):
         name: str | None,
         raws: Sequence[RawInputs],
         announcement: Announcement | None = None,
+        budget: ByteBudget | None = None,
         *,
         explain: bool = False,
     ) -> list[Prediction]:
         """Predictions for 1..N samples, in order. Every sample is checked; a failing sample fails the call with
-        its error (naming it when there are several). `explain`: each prediction also carries its `Explanation`
-        (app.engine.explain), computed in the same batch: a sample of m modalities weighs 2^m - 1 rows."""
+        its error (naming it when there are several). With a `budget`, each sample's decoded footprint is held on
+        it while the sample is decoded (Overloaded when it does not fit). `explain`: each prediction also carries
+        its `Explanation` (app.engine.explain), computed in the same batch: a sample of m modalities weighs
+        2^m - 1 rows."""

@@ -18,10 +18,12 @@ from app.engine.batcher import BatchObserver, DynamicBatcher
 from app.engine.catalog import find_models
 from app.engine.config import EngineConfig
 from app.engine.frontend import FrontEnd
-from app.engine.pipeline import make_preprocess_pool, run_jobs
+from app.engine.pipeline import decode_slots, make_preprocess_pool, run_jobs
 from app.engine.predictor import Predictor, resolve_device
 from app.engine.served import ServedModel
 from app.errors import ModelNotFound
+from app.inputs.budget import ByteBudget
+from app.inputs.footprint import largest_footprint
 from app.inputs.parts import RawInputs
 from app.inputs.preprocess import Preprocessor
 from app.model.artifact import MODEL_NAME_RE, load_artifact
@@ -60,6 +62,11 @@ class TorchEngine:
 
     def max_samples(self, name: str | None) -> int:
         return self.get(name).batcher.config.max_queue_size
+
+    @property
+    def decode_reserve(self) -> int:
+        slots = decode_slots(self._pool, len(self.served))
+        return slots * largest_footprint(self.config.limits)
 
     def get(self, name: str | None = None) -> ServedModel:
         """The named model, or the default one; ModelNotFound otherwise."""
@@ -124,7 +131,8 @@ class TorchEngine:
         name: str | None,
         raws: Sequence[RawInputs],
         announcement: Announcement | None = None,
+        budget: ByteBudget | None = None,
         *,
         explain: bool = False,
     ) -> list[Prediction]:
-        return await self.get(name).predict(raws, announcement, explain=explain)
+        return await self.get(name).predict(raws, announcement, budget, explain=explain)

@@ -14,6 +14,7 @@ from app.engine.api import ModelDescription, Prediction
 from app.engine.explain import Explanation
 from app.engine.pipeline import Job, run_cpu
 from app.errors import MissingInput, ModalityNotSupported, PayloadTooLarge, ServiceError
+from app.inputs.budget import ByteBudget
 from app.inputs.limits import DecodeLimits
 from app.inputs.parts import RawInputs
 from app.inputs.preprocess import Preprocessor
@@ -51,12 +52,17 @@ class FrontEnd:
         return self.description.name
 
     async def jobs(
-        self, raws: Sequence[RawInputs], admit: Callable[[], None], explain: bool = False
+        self,
+        raws: Sequence[RawInputs],
+        admit: Callable[[], None],
+        budget: ByteBudget | None = None,
+        explain: bool = False,
     ) -> tuple[list[Job], float]:
         """The jobs for a call's samples (each to be explained, with `explain`), and the time spent decoding them
         here. `admit` raises if the model would refuse the work now, before any CPU is spent decoding. Where a lone
         sample is left raw, the inference thread decodes it; otherwise every sample is decoded before any is
-        queued, so a bad sample in a call of several costs no forward pass."""
+        queued, so a bad sample in a call of several costs no forward pass. Each sample's decoded footprint is held
+        on `budget` while it is decoded."""
         if not raws:
             raise MissingInput("the request holds no samples; send at least one")
         if len(raws) > self.max_samples:
@@ -67,11 +73,12 @@ class FrontEnd:
         for i, raw in enumerate(raws):
             named(i, len(raws), self._check_modalities, raw)
         if self.decode_in_batch and self.pool is None and len(raws) == 1:
-            return [Job(raw=raws[0], explain=explain)], 0.0
+            return [Job(raw=raws[0], budget=budget, explain=explain)], 0.0
         admit()
         t0 = time.perf_counter()
         samples = await asyncio.gather(
-            *(run_cpu(self.pool, named, i, len(raws), pipeline.prepare_sample, self.preprocessor, raw, self.limits)
+            *(run_cpu(self.pool, named, i, len(raws), pipeline.prepare_sample, self.preprocessor, raw, self.limits,
+                      budget)
               for i, raw in enumerate(raws)),
             return_exceptions=True,
         )

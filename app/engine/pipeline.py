@@ -6,6 +6,7 @@ the process has 2 CPUs or fewer) in the inference thread, for the whole batch ju
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import Callable
 from concurrent.futures import Executor, ThreadPoolExecutor
@@ -19,6 +20,8 @@ from app.engine.explain import Explanation
 from app.engine.predictor import Predictor
 from app.host import available_cpus, decode_threads
 from app.inputs.audio import decode_audio
+from app.inputs.budget import ByteBudget
+from app.inputs.footprint import decoded_footprint
 from app.inputs.image import decode_image
 from app.inputs.limits import DecodeLimits
 from app.inputs.parts import RawInputs
@@ -31,11 +34,13 @@ T = TypeVar("T")
 
 @dataclass(frozen=True, slots=True)
 class Job:
-    """One sample in the batcher's queue: preprocessed already, or raw, to be decoded in the inference thread;
-    `explain`: also run it on every subset of its modalities (app.engine.explain)."""
+    """One sample in the batcher's queue: preprocessed already, or raw, to be decoded in the inference thread
+    (within `budget`, when there is one); `explain`: also run it on every subset of its modalities
+    (app.engine.explain)."""
 
     sample: Sample | None = None
     raw: RawInputs | None = None
+    budget: ByteBudget | None = None
     explain: bool = False
 
     @property
@@ -60,13 +65,18 @@ class Scored:
     explanation: Explanation | None = None
 
 
-def prepare_sample(preprocessor: Preprocessor, raw: RawInputs, limits: DecodeLimits) -> Sample:
-    """Decode (checking `limits`) and preprocess one sample. Raises InvalidInput subclasses for the caller's input."""
-    return preprocessor(
-        image=None if raw.image is None else decode_image(raw.image, limits),
-        text=None if raw.text is None else decode_text(raw.text, limits),
-        audio=None if raw.audio is None else decode_audio(raw.audio, limits),
-    )
+def prepare_sample(
+    preprocessor: Preprocessor, raw: RawInputs, limits: DecodeLimits, budget: ByteBudget | None = None
+) -> Sample:
+    """Decode (checking `limits`) and preprocess one sample, holding its decoded footprint (estimated from the
+    files' headers) on `budget` meanwhile. Raises InvalidInput subclasses for the caller's input, Overloaded when
+    the budget has no room for it now."""
+    with budget.decoding(decoded_footprint(raw, limits)) if budget is not None else contextlib.nullcontext():
+        return preprocessor(
+            image=None if raw.image is None else decode_image(raw.image, limits),
+            text=None if raw.text is None else decode_text(raw.text, limits),
+            audio=None if raw.audio is None else decode_audio(raw.audio, limits),
+        )
 
 
 def run_jobs(
@@ -85,7 +95,7 @@ def run_jobs(
         assert job.raw is not None
         t0 = time.perf_counter()
         try:
-            samples.append(prepare_sample(preprocessor, job.raw, limits))
+            samples.append(prepare_sample(preprocessor, job.raw, limits, job.budget))
         except Exception as exc:  # any failure here is this sample's alone: InvalidInput (4xx), else a 500
             outputs[i] = exc
             continue
@@ -113,6 +123,12 @@ def make_preprocess_pool(workers: int) -> ThreadPoolExecutor | None:
     if workers < 0:
         workers = decode_threads(available_cpus())
     return ThreadPoolExecutor(workers, thread_name_prefix="preprocess") if workers else None
+
+
+def decode_slots(pool: ThreadPoolExecutor | None, models: int) -> int:
+    """How many samples may be decoded at once: one per decode thread; without them, one per model (each model's
+    inference thread decodes its batches) and one on the event loop (a call of several samples)."""
+    return pool._max_workers if pool is not None else models + 1  # noqa: SLF001 - the pool's size, as made here
 
 
 async def run_cpu(pool: Executor | None, fn: Callable[..., T], *args: object) -> T:

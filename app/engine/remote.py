@@ -18,8 +18,10 @@ from app.engine.api import Announcement, ModelDescription, Prediction
 from app.engine.catalog import find_models
 from app.engine.config import EngineConfig
 from app.engine.frontend import FrontEnd, Outcome, predictions
-from app.engine.pipeline import make_preprocess_pool
+from app.engine.pipeline import decode_slots, make_preprocess_pool
 from app.errors import ModelNotFound, NotReady
+from app.inputs.budget import ByteBudget
+from app.inputs.footprint import largest_footprint
 from app.inputs.parts import RawInputs
 from app.inputs.preprocess import Preprocessor
 from app.model.artifact import MODEL_NAME_RE, load_spec
@@ -138,6 +140,10 @@ class RemoteEngine:
     def max_samples(self, name: str | None) -> int:
         return self._front(name).max_samples
 
+    @property
+    def decode_reserve(self) -> int:
+        return decode_slots(self._pool, 0) * largest_footprint(self.config.limits)  # decoding happens here
+
     def load(self) -> None:
         """The models' configs (no weights: those live in the owners), for checking and preprocessing here."""
         folders, self._default = find_models(self.config.models_dir, self.config.default_model)
@@ -167,11 +173,12 @@ class RemoteEngine:
         name: str | None,
         raws: Sequence[RawInputs],
         announcement: Announcement | None = None,
+        budget: ByteBudget | None = None,
         *,
         explain: bool = False,
     ) -> list[Prediction]:
         front = self._front(name)
-        jobs, preprocess_ms = await front.jobs(raws, admit=lambda: None)
+        jobs, preprocess_ms = await front.jobs(raws, admit=lambda: None, budget=budget)
         links = [link for link in self._links if link.up]
         if not links:
             raise NotReady("the model process is starting or restarting; retry in a moment", retry_after_s=1)

@@ -11,6 +11,7 @@ from app.engine.batcher import DynamicBatcher
 from app.engine.frontend import FrontEnd, Outcome, named_error, predictions, raise_first
 from app.engine.pipeline import Job, Scored
 from app.engine.predictor import Predictor
+from app.inputs.budget import ByteBudget
 from app.inputs.parts import RawInputs
 
 
@@ -31,11 +32,16 @@ class ServedModel:
         return self.front.description
 
     async def predict(
-        self, raws: Sequence[RawInputs], announcement: Announcement | None = None, *, explain: bool = False
+        self,
+        raws: Sequence[RawInputs],
+        announcement: Announcement | None = None,
+        budget: ByteBudget | None = None,
+        *,
+        explain: bool = False,
     ) -> list[Prediction]:
         """Predictions for `raws`, in order; see `Engine.predict`. `announcement` ends once the first sample is
         queued (or refused)."""
-        jobs, preprocess_ms = await self.front.jobs(raws, self.batcher.admit, explain=explain)
+        jobs, preprocess_ms = await self.front.jobs(raws, self.batcher.admit, budget, explain=explain)
         return predictions(raws, await self.submit_all(jobs, announcement), preprocess_ms)
 
     async def submit_all(self, jobs: Sequence[Job], announcement: Announcement | None = None) -> list[Outcome]:

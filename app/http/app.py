@@ -11,7 +11,7 @@ from fastapi import FastAPI
 from starlette.middleware.cors import CORSMiddleware
 from starlette.types import ASGIApp
 
-from app import __version__
+from app import __version__, memory
 from app.config import Settings, get_settings
 from app.engine.api import Engine
 from app.http import docs, ops, playground
@@ -25,6 +25,7 @@ from app.http.peers import Peers
 from app.http.state import ServiceState
 from app.http.v1 import models, predict
 from app.http.v2 import routes as v2
+from app.inputs.budget import mib
 from app.metrics import ServiceMetrics
 from app.model.errors import ArtifactError
 
@@ -69,6 +70,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
 
 async def _warm_and_start(state: ServiceState) -> None:
     await asyncio.to_thread(state.engine.warmup)
+    configure_budget(state)
     state.engine.start()
     # What is alive now (torch, the models, the app) lives as long as the process: take it out of the cyclic
     # collector's reach. Otherwise every full collection walks all of it on the event loop (bench/README.md).
@@ -76,6 +78,32 @@ async def _warm_and_start(state: ServiceState) -> None:
     gc.freeze()
     state.set_ready(True)
     log.info("ready: serving %s (default %s)", ", ".join(state.engine.models), state.engine.default_name)
+
+
+def configure_budget(state: ServiceState) -> None:
+    """Set this process's memory budget for requests in flight and its reserve for decoding (the engine's, at most
+    half). FUSION_MAX_INFLIGHT_BYTES is the whole service's: each worker gets an equal share. Else it is derived
+    from the memory the service may use, less every process's size once loaded and warmed up (this one's peak, as
+    the estimate) and a margin, shared by the workers."""
+    settings = state.settings
+    if settings.max_inflight_bytes is not None:
+        limit = memory.host_share(int(settings.max_inflight_bytes), state.workers)
+        how = "FUSION_MAX_INFLIGHT_BYTES" + (f" / {state.workers} workers" if state.workers > 1 else "")
+    else:
+        available = memory.memory_limit()
+        baseline = memory.resident_bytes(peak=True)
+        spare = memory.default_budget(available.bytes, baseline, state.processes) * state.processes
+        limit = max(memory.MIN_BUDGET, spare // state.workers)
+        share = f", shared by {state.workers} workers of {state.processes} processes" if state.processes > 1 else ""
+        how = (f"{available.source} {mib(available.bytes)} - peak RSS once loaded {mib(baseline)} - margin "
+               f"{mib(memory.margin(available.bytes))}{share}; set FUSION_MAX_INFLIGHT_BYTES to choose")
+    state.budget.configure(limit, min(state.engine.decode_reserve, limit // 2))
+    log.info("memory budget for requests in flight: %s (%s); %s of it kept for decoding", mib(limit), how,
+             mib(state.budget.reserve))
+    uploads = state.budget.for_uploads or 0
+    if uploads < settings.max_body_bytes:
+        log.warning("the memory budget leaves %s for uploads, less than FUSION_MAX_BODY_BYTES (%s): larger bodies "
+                    "are refused with 413", mib(uploads), mib(settings.max_body_bytes))
 
 
 def begin_draining(app: FastAPI) -> None:
@@ -102,11 +130,17 @@ PUBLIC_PREFIXES = (docs.ASSETS_PATH + "/", playground.ASSETS_PATH + "/")
 
 
 def create_app(
-    settings: Settings | None = None, engine: EngineFactory = torch_engine, peers: Peers | None = None, index: int = 0
+    settings: Settings | None = None,
+    engine: EngineFactory = torch_engine,
+    peers: Peers | None = None,
+    index: int = 0,
+    workers: int = 1,
+    processes: int = 1,
 ) -> FastAPI:
     """Build the service. Settings default to the `FUSION_*` environment; `engine` makes the engine (a test may
     pass a fake one, a front-end process a remote one); `peers`/`index`: the readiness shared by the processes of
-    a multi-process service, and which of them this is."""
+    a multi-process service, and which of them this is; `workers`/`processes`: how many workers and processes in
+    all it has (they size the memory budget)."""
     settings = settings or get_settings()
     app = FusionApp(
         title="fusion-serve",
@@ -123,8 +157,10 @@ def create_app(
     )
     metrics = ServiceMetrics(settings.max_batch_size)
     app.state.service = ServiceState(
-        settings=settings, engine=engine(settings, metrics), metrics=metrics, peers=peers, index=index
+        settings=settings, engine=engine(settings, metrics), metrics=metrics, peers=peers, index=index,
+        workers=workers, processes=processes,
     )
+    metrics.watch_budget(app.state.service.budget)
     install_error_handlers(app)
     _add_middleware(app, app.state.service)
     for router in (predict.router, models.router, ops.router, v2.router):

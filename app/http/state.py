@@ -10,20 +10,27 @@ from app.engine.api import Engine
 from app.errors import NotReady
 from app.http.multipart import FormLimits
 from app.http.peers import Peers
+from app.inputs.budget import ByteBudget, Hold
 from app.metrics import ServiceMetrics
 
 
 @dataclass
 class ServiceState:
     """One per app (`app.state.service`). `ready`: models loaded and warmed up. In a multi-process service,
-    `peers` holds every process's readiness and the service-wide draining flag, and this process is `index`."""
+    `peers` holds every process's readiness and the service-wide draining flag, and this process is `index`.
+    `budget`: the memory budget for requests in flight, which the lifespan sets once the models are loaded;
+    `workers` and `processes`: how many processes hold such a budget and how many share the memory (model owners
+    too), which size it."""
 
     settings: Settings
     engine: Engine
     metrics: ServiceMetrics
     peers: Peers | None = None
     index: int = 0
+    workers: int = 1
+    processes: int = 1
     form_limits: FormLimits = field(init=False)
+    budget: ByteBudget = field(default_factory=ByteBudget)
     ready: bool = False
     draining: bool = False
 
@@ -66,6 +73,15 @@ class ServiceState:
                 raise NotReady("the model process is restarting; retry in a moment", retry_after_s=1)
             raise NotReady("the model is still loading; retry in a moment", retry_after_s=1)
         return engine
+
+
+UPLOAD_HOLD = "upload_hold"  # the key of a request's Hold in scope["state"] (app.http.middleware.upload_guard)
+
+
+def upload_hold(request: Request) -> Hold | None:
+    """What the request holds on the memory budget (None for a request without a body)."""
+    hold: Hold | None = request.scope.get("state", {}).get(UPLOAD_HOLD)
+    return hold
 
 
 def service(request: Request) -> ServiceState:

@@ -95,12 +95,12 @@ class Supervisor:
         sockets = self.plan.owner_sockets(self.rundir)
         if child.index < self.plan.workers:
             target, args = processes.worker_main, (self.plan.worker_settings(), self.sock, self.peers, child.index,
-                                                   sockets)
+                                                   sockets, self.plan.workers, os.getpid())
         else:
             owner = child.index - self.plan.workers
             device = self.plan.devices[owner]
             target, args = processes.owner_main, (self.plan.owner_settings(device), device, sockets[owner],
-                                                  self.peers, child.index, child.name)
+                                                  self.peers, child.index, child.name, os.getpid())
         child.process = self.ctx.Process(target=target, args=args, name=child.name)
         child.process.start()
 
@@ -113,7 +113,7 @@ class Supervisor:
                 code = child.process.exitcode  # type: ignore[union-attr]
                 self._forget(child)
                 if child.index not in ever_ready:
-                    log.critical("%s exited with status %s before it was ready; stopping", child.name, code)
+                    log.error("%s exited with status %s before it was ready; stopping the service", child.name, code)
                     self._stop_all(signal.SIGTERM, timeout_s=10)
                     return STARTUP_FAILED
                 child.restarts += 1

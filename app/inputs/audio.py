@@ -4,14 +4,13 @@ sample limits are checked from the headers before any sample is decoded, and aga
 does not declare them."""
 from __future__ import annotations
 
-import io
-
 import numpy as np
 import soundfile as sf
 
 from app.errors import CorruptInput, PayloadTooLarge, UnsupportedMediaType
 from app.inputs.audio_av import decode_with_av
 from app.inputs.limits import DecodeLimits, Waveform, check_rate_and_channels
+from app.inputs.parts import Buffer, open_buffer
 from app.inputs.sniff import AIFF, AUDIO_NAMES, WAV, AudioType, sniff_audio
 
 # libsndfile's names for the containers it may read (it is never asked to read AIFF, AU, VOC, ...).
@@ -21,7 +20,7 @@ _SOUNDFILE_FORMATS = frozenset({"WAV", "WAVEX", "RF64", "W64", "FLAC", "OGG"})
 _SOUNDFILE_WAV_CODECS = frozenset({0x0001, 0x0002, 0x0003, 0x0006, 0x0007, 0x0011, 0x0031, 0xFFFE})
 
 
-def decode_audio(data: bytes, limits: DecodeLimits) -> Waveform:
+def decode_audio(data: Buffer, limits: DecodeLimits) -> Waveform:
     """Decode any accepted container and codec (see app.inputs.sniff) to float32 samples."""
     kind = sniff_audio(data)
     if kind is None:
@@ -37,7 +36,7 @@ def decode_audio(data: bytes, limits: DecodeLimits) -> Waveform:
         data = _fill_in_aiff_lengths(data)
     if use_soundfile:
         try:
-            f = sf.SoundFile(io.BytesIO(data))
+            f = sf.SoundFile(open_buffer(data))
         except Exception:  # noqa: BLE001 - libsndfile raises several types for what it cannot read
             f = None  # a codec or a header libsndfile does not take: FFmpeg's demuxer for the same container
         if f is not None:

@@ -21,6 +21,7 @@ import numpy as np
 
 from app.errors import CorruptInput, PayloadTooLarge, UnsupportedMediaType
 from app.inputs.limits import DecodeLimits, Waveform, check_rate_and_channels
+from app.inputs.parts import Buffer, open_buffer
 from app.inputs.sniff import AudioType
 
 # FFmpeg decoder names. What phones, browsers, recorders and video cameras write; every other codec is refused.
@@ -49,12 +50,14 @@ _INT_SCALE = {"u8": 128.0, "u8p": 128.0, "s16": 32768.0, "s16p": 32768.0, "s32":
               "s64": 2.0**63, "s64p": 2.0**63}
 
 
-class _BudgetedReader(io.BytesIO):
-    """The upload as FFmpeg reads it, and the decoding's CPU budget: once it is spent, the upload reads as ended
-    (an exception raised here would be logged by PyAV for every read FFmpeg retries), and `over_budget` says so."""
+class _BudgetedReader(io.RawIOBase):
+    """The upload as FFmpeg reads it (in place: app.inputs.parts.open_buffer), and the decoding's CPU budget: once
+    it is spent, the upload reads as ended (an exception raised here would be logged by PyAV for every read FFmpeg
+    retries), and `over_budget` says so."""
 
-    def __init__(self, data: bytes, budget: float) -> None:
-        super().__init__(data)
+    def __init__(self, data: Buffer, budget: float) -> None:
+        super().__init__()
+        self._file = open_buffer(data)
         # A thread's CPU time never runs ahead of the wall clock, and the wall clock is the cheaper read (no system
         # call): the CPU clock is only consulted once the budget has passed in wall time.
         self.wall_deadline = time.monotonic() + budget
@@ -66,11 +69,23 @@ class _BudgetedReader(io.BytesIO):
             self.over_budget = time.thread_time() > self.cpu_deadline
         return self.over_budget
 
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
     def read(self, size: int | None = -1) -> bytes:
-        return b"" if self.spent() else super().read(size)
+        return b"" if self.spent() else self._file.read(size)
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        return self._file.seek(offset, whence)
+
+    def tell(self) -> int:
+        return self._file.tell()
 
 
-def decode_with_av(data: bytes, kind: AudioType, limits: DecodeLimits) -> Waveform:
+def decode_with_av(data: Buffer, kind: AudioType, limits: DecodeLimits) -> Waveform:
     """Decode the first audio track of `data`, read with the demuxer of the sniffed `kind` (FFmpeg never probes)."""
     budget = limits.max_decode_seconds
     label = kind.name

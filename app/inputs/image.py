@@ -2,7 +2,6 @@
 the header before any pixel is decoded."""
 from __future__ import annotations
 
-import io
 import warnings
 
 import pillow_heif
@@ -12,6 +11,7 @@ from pillow_jxl import JpegXLImagePlugin
 from app.errors import CorruptInput, PayloadTooLarge, UnsupportedMediaType
 from app.inputs import image_jxl
 from app.inputs.limits import DecodeLimits
+from app.inputs.parts import Buffer, open_buffer
 from app.inputs.sniff import sniff_image
 
 # Pillow is only ever asked for these formats, so no other plugin (EPS via Ghostscript, say) can run; a file whose
@@ -32,14 +32,14 @@ IMAGE_MODES = frozenset(
 )
 
 
-def decode_image(data: bytes, limits: DecodeLimits) -> Image.Image:
+def decode_image(data: Buffer, limits: DecodeLimits) -> Image.Image:
     """The first frame of a JPEG/PNG/WebP/GIF/BMP/TIFF/AVIF/HEIF/JPEG XL, EXIF orientation applied, in its
     original mode."""
     declared = sniff_image(data)
     if declared == "JXL":
         _check_jxl_header(data, limits)
     try:
-        im = Image.open(io.BytesIO(data), formats=(declared,) if declared else IMAGE_FORMATS)
+        im = Image.open(open_buffer(data), formats=(declared,) if declared else IMAGE_FORMATS)
     except UnidentifiedImageError:
         if declared is not None:
             raise CorruptInput(
@@ -99,7 +99,7 @@ def _has_more_frames_than(im: Image.Image, limit: int) -> bool:
     return True
 
 
-def _check_jxl_header(data: bytes, limits: DecodeLimits) -> None:
+def _check_jxl_header(data: Buffer, limits: DecodeLimits) -> None:
     """The JPEG XL plugin decodes on open: check the size (and refuse animations) from the header first."""
     try:
         header = image_jxl.read_header(data)

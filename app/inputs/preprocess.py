@@ -1,15 +1,19 @@
 """Decoded inputs -> model-ready CPU tensors, as the artifact's config says. Shared by the service and training."""
 from __future__ import annotations
 
+import functools
+import unicodedata
 from math import gcd
 from typing import TypeVar
 
 import numpy as np
 import torch
-from PIL import Image
+from PIL import Image, ImageOps
+from scipy import signal
 from scipy.signal import resample_poly
 from torchvision.transforms.v2 import functional as F
 
+from app.inputs import ink
 from app.inputs.limits import Waveform
 from app.model.batch import Sample
 from app.model.spec import ArtifactSpec, AudioSpec, ImageSpec, TextSpec
@@ -48,15 +52,34 @@ def _need(p: T | None, name: str) -> T:
 
 
 class ImagePreprocessor:
-    """Any mode -> `channels` (alpha composited over black) -> resize to size² -> float tensor, normalised."""
+    """Any mode -> `channels` (alpha composited over black) -> the image section's normalisation -> size² ->
+    float tensor, normalised.
+
+    `fit="stretch"` resizes the whole picture to size² (its aspect is not kept); `polarity="light_on_dark"` then
+    inverts pictures whose ink is darker than their background (app.inputs.ink decides). `fit="ink"` finds the ink
+    (app.inputs.ink), takes the square around it that the ink fills to `ink_fraction`, and gives the model the ink's
+    strength over a flattened background (0 background, 1 full ink; light on dark), whatever the picture's size,
+    lighting, paper tone or ink colour; each channel gets that map.
+    """
 
     def __init__(self, spec: ImageSpec) -> None:
         self.mode = "L" if spec.channels == 1 else "RGB"
         self.size = spec.size
+        self.channels = spec.channels
+        self.fit = spec.fit
+        self.polarity = spec.polarity
+        self.ink_fraction = spec.ink_fraction
         self.mean, self.std = list(spec.mean), list(spec.std)
 
     def __call__(self, im: Image.Image) -> torch.Tensor:
         im = to_mode(im, self.mode)
+        if self.fit == "ink":
+            found = ink.analyse(im)
+            strength = ink.render_ink(im, found, ink.square_around_ink(found, self.ink_fraction), self.size)
+            x = torch.from_numpy(strength)[None].expand(self.channels, -1, -1).contiguous()
+            return F.normalize(x, self.mean, self.std, inplace=True)
+        if self.polarity == "light_on_dark" and ink.analyse(im).dark:
+            im = ImageOps.invert(im)
         if im.size != (self.size, self.size):
             im = im.resize((self.size, self.size), Image.Resampling.BILINEAR, reducing_gap=3.0)
         # The functional API: the same ops as a v2.Compose without its per-call dispatch overhead.
@@ -84,28 +107,48 @@ def to_mode(im: Image.Image, mode: str) -> Image.Image:
 
 
 class TextPreprocessor:
-    """Text -> token ids [L], 1 <= L <= max_tokens."""
+    """Text -> (with `normalize="digits"`, fold_digits) -> token ids [L], 1 <= L <= max_tokens."""
 
     def __init__(self, spec: TextSpec) -> None:
         self.tokenizer = Tokenizer(spec.tokenizer)
         self.max_tokens = spec.max_tokens
+        self.fold = spec.normalize == "digits"
 
     def __call__(self, text: str) -> torch.Tensor:
+        if self.fold:
+            text = fold_digits(text)
         return torch.tensor(self.tokenizer.encode(text, self.max_tokens), dtype=torch.long)
 
 
+_KEYCAP_MARKS = dict.fromkeys(map(ord, "\ufe0e\ufe0f\u20e3"), None)
+
+
+def fold_digits(text: str) -> str:
+    """NFKC (full-width, circled and superscript digits become ASCII), emoji keycaps lose their marks
+    (7\ufe0f\u20e3 -> 7), and every other script's decimal digits (Arabic-Indic, Devanagari, ...) become ASCII."""
+    if text.isascii():
+        return text
+    text = unicodedata.normalize("NFKC", text).translate(_KEYCAP_MARKS)
+    return "".join(str(unicodedata.decimal(c)) if not c.isascii() and c.isdecimal() else c for c in text)
+
+
 class AudioPreprocessor:
-    """Downmix to mono, resample to the model's rate, keep the loudest clip-length window (or zero-pad)."""
+    """Downmix to mono, resample to the model's rate, keep a clip-length window (or zero-pad): the loudest one
+    (`window="loudest"`), or the one centred on the speech (`window="speech"`, see find_speech)."""
 
     def __init__(self, spec: AudioSpec) -> None:
         self.sample_rate = spec.sample_rate
         self.clip_samples = spec.clip_samples
+        self.speech = spec.window == "speech"
 
     def __call__(self, wave: Waveform) -> torch.Tensor:
         mono = wave.samples.mean(axis=1, dtype=np.float32)
         if wave.sample_rate != self.sample_rate:
             g = gcd(wave.sample_rate, self.sample_rate)
             mono = resample_poly(mono, self.sample_rate // g, wave.sample_rate // g).astype(np.float32)
+        if self.speech and len(mono) > self.clip_samples:
+            start = find_speech(mono, self.clip_samples, self.sample_rate)
+            return torch.from_numpy(np.ascontiguousarray(mono[start : start + self.clip_samples], dtype=np.float32))
         return torch.from_numpy(fit_clip(mono, self.clip_samples))
 
 
@@ -118,3 +161,36 @@ def fit_clip(x: np.ndarray, n: int) -> np.ndarray:
     energy = np.concatenate([[0.0], np.cumsum(x.astype(np.float64) ** 2)])
     start = int(np.argmax(energy[n:] - energy[:-n]))
     return np.ascontiguousarray(x[start : start + n], dtype=np.float32)
+
+
+def find_speech(x: np.ndarray, n: int, rate: int) -> int:
+    """Start of the n-sample window of x (len(x) > n) centred on its speech.
+
+    Speech is the 10 ms frames whose energy above 200 Hz (a high-pass that discounts hum and rumble) stands clearly
+    above the clip's noise floor (its 20th percentile frame); the window holding most of that excess is then
+    shifted to centre its excess, so a word shorter than the window is not cut at an edge. A clip with no such
+    frames gets the loudest window.
+    """
+    hop = max(1, rate // 100)
+    filtered = signal.sosfilt(_highpass(rate), x.astype(np.float64))
+    frames = len(x) // hop
+    energy = np.square(filtered[: frames * hop]).reshape(frames, hop).sum(axis=1)
+    excess = np.maximum(energy - 3.0 * np.percentile(energy, 20), 0.0)
+    span = n // hop
+    if frames <= span or not excess.any():
+        return int(np.argmax(_window_sums(x.astype(np.float64) ** 2, n)))
+    best = int(np.argmax(_window_sums(excess, span)))
+    inside = excess[best : best + span]
+    centre = best + 0.5 + float((inside * np.arange(span)).sum() / inside.sum())
+    start_frame = min(max(round(centre - span / 2), 0), frames - span)
+    return min(start_frame * hop, len(x) - n)
+
+
+@functools.lru_cache(maxsize=8)
+def _highpass(rate: int) -> np.ndarray:
+    return signal.butter(2, min(200.0, rate / 4), btype="highpass", fs=rate, output="sos")
+
+
+def _window_sums(values: np.ndarray, n: int) -> np.ndarray:
+    total = np.concatenate([[0.0], np.cumsum(values)])
+    return total[n:] - total[:-n]

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from app.inputs.parts import Buffer
+
 
 @dataclass(frozen=True, slots=True)
 class AudioType:
@@ -36,9 +38,9 @@ _W64_GUID = b"riff\x2e\x91\xcf\x11\xa5\xd6\x28\xdb\x04\xc1\x00\x00"
 _MP4_FIRST_BOXES = (b"ftyp", b"moov", b"wide", b"free", b"skip", b"mdat")
 
 
-def sniff_audio(data: bytes) -> AudioType | None:
+def sniff_audio(data: Buffer) -> AudioType | None:
     """The audio container `data` is, or None if it is none of the accepted ones."""
-    head = data[:16]
+    head = bytes(data[:16])
     if head[:4] in (b"RIFF", b"RF64", b"BW64") and head[8:12] == b"WAVE":
         return WAV
     if head.startswith(_W64_GUID):
@@ -53,7 +55,7 @@ def sniff_audio(data: bytes) -> AudioType | None:
     return _mpeg_audio(data)
 
 
-def _mpeg_audio(data: bytes) -> AudioType | None:
+def _mpeg_audio(data: Buffer) -> AudioType | None:
     """MP3 (MPEG audio frames) or AAC in ADTS frames, after an ID3v2 tag if there is one."""
     start = 0
     if data[:3] == b"ID3" and len(data) >= 10:
@@ -63,7 +65,7 @@ def _mpeg_audio(data: bytes) -> AudioType | None:
         start = 10 + size + (10 if data[5] & 0x10 else 0)  # the footer flag adds 10 bytes
         if start >= len(data) - 1:
             return MP3  # a tag and nothing after it: the MP3 decoder says what is wrong
-    sync = data[start : start + 2]
+    sync = bytes(data[start : start + 2])
     if len(sync) < 2 or sync[0] != 0xFF or sync[1] & 0xE0 != 0xE0:
         return MP3 if start else None  # an ID3 tag is (almost) always MP3's
     layer = (sync[1] >> 1) & 3
@@ -87,8 +89,9 @@ _AVIF_BRANDS = (b"avif", b"avis")
 _HEIF_BRANDS = (b"heic", b"heix", b"heim", b"heis", b"hevc", b"hevx", b"hevm", b"hevs", b"mif1", b"msf1")
 
 
-def sniff_image(data: bytes) -> str | None:
+def sniff_image(data: Buffer) -> str | None:
     """The accepted image format (Pillow's name) whose signature `data` starts with, if any."""
+    data = bytes(data[:4096])  # as far as any signature or an ftyp box's brands reach
     if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
         return "WEBP"
     if data[4:8] == b"ftyp":

@@ -5,6 +5,7 @@ import unicodedata
 
 from app.errors import CorruptInput, PayloadTooLarge
 from app.inputs.limits import DecodeLimits
+from app.inputs.parts import Buffer
 
 _UTF8_MAX_BYTES_PER_CHAR = 4
 # Characters that show nothing but that str.isspace() does not count: every format character (Cf: zero-width space,
@@ -13,14 +14,14 @@ _INVISIBLE_CATEGORIES = frozenset({"Cf", "Cc", "Zs", "Zl", "Zp"})
 _INVISIBLE = frozenset("\u115f\u1160\u3164\uffa0\u2800\u034f\u17b4\u17b5")
 
 
-def decode_text(data: bytes | str, limits: DecodeLimits) -> str:
+def decode_text(data: Buffer | str, limits: DecodeLimits) -> str:
     """Strict UTF-8 text; NUL characters and texts that show nothing (empty, whitespace or invisible characters
     only) are refused."""
-    if isinstance(data, bytes):
+    if not isinstance(data, str):
         if len(data) > _UTF8_MAX_BYTES_PER_CHAR * limits.max_text_chars:  # over the limit whatever it decodes to
             raise PayloadTooLarge(f"text: {len(data):,} bytes; the limit is {limits.max_text_chars:,} characters")
         try:
-            text = data.decode("utf-8")
+            text = str(data, "utf-8")
         except UnicodeDecodeError as exc:
             raise CorruptInput(f"text: not valid UTF-8 (bad byte at offset {exc.start}); send UTF-8 text") from None
     else:

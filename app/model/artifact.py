@@ -83,6 +83,10 @@ def load_artifact(folder: Path) -> Artifact:
 def _load_weights(model: FusionClassifier, path: Path) -> None:
     try:
         state = load_file(path, device="cpu")
+    except PermissionError:
+        raise ArtifactError(
+            f"{path}: this user (uid {os.getuid()}) may not read it; make the artifact readable (chmod a+r)"
+        ) from None
     except (SafetensorError, OSError, ValueError) as exc:
         raise ArtifactError(f"{path}: not a readable safetensors file ({exc})") from None
     expected = model.state_dict()

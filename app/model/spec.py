@@ -39,6 +39,15 @@ class ImageSpec(_Strict):
     mean: tuple[float, ...] = (0.5,)
     std: tuple[float, ...] = (0.5,)
     width: int = Field(32, ge=4, le=512, description="Base channel count of the small CNN.")
+    polarity: Literal["as_is", "light_on_dark"] = Field(
+        "as_is", description="light_on_dark: pictures whose ink is darker than their background are inverted."
+    )
+    fit: Literal["stretch", "ink"] = Field(
+        "stretch",
+        description="stretch: the whole picture resized to size²; ink: the square around the ink, as ink strength "
+        "over a flattened background (see app/ink.py).",
+    )
+    ink_fraction: float = Field(0.72, gt=0.1, le=1.0, description="With fit=ink: the share of the side the ink fills.")
 
     @model_validator(mode="after")
     def _norm_matches_channels(self) -> ImageSpec:
@@ -74,6 +83,9 @@ class TextSpec(_Strict):
     embed_dim: int = Field(64, ge=8, le=2048)
     layers: int = Field(2, ge=1, le=24)
     heads: int = Field(4, ge=1, le=32)
+    normalize: Literal["nfc", "digits"] = Field(
+        "nfc", description="digits: NFKC, emoji keycaps and every script's decimal digits folded to ASCII digits."
+    )
 
     @model_validator(mode="after")
     def _heads_divide_dim(self) -> TextSpec:
@@ -98,6 +110,9 @@ class AudioSpec(_Strict):
     f_min: float = Field(20.0, ge=0)
     f_max: float | None = None
     width: int = Field(32, ge=4, le=512)
+    window: Literal["loudest", "speech"] = Field(
+        "loudest", description="Which clip-length window of a longer recording: the loudest, or the one centred on speech."
+    )
 
     @property
     def clip_samples(self) -> int:
@@ -150,6 +165,10 @@ class ArtifactSpec(_Strict):
     )
     dtype: Literal["float32", "bfloat16", "float16"] = Field(
         "float32", description="Compute dtype on CUDA; the CPU always computes in float32."
+    )
+    augmentation: dict[str, bool | int | float | str] = Field(
+        default_factory=dict,
+        description="The training-time augmentation the weights were trained with (a record; serving ignores it).",
     )
 
     @model_validator(mode="after")

@@ -2,13 +2,15 @@
 from __future__ import annotations
 
 import itertools
+from collections.abc import Iterable
+from contextlib import nullcontext
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from sklearn.metrics import confusion_matrix, f1_score
 
-from app.model.batch import collate
+from app.model.batch import Sample, collate
 from app.model.classifier import FusionClassifier
 from app.model.spec import MODALITIES, subset_key
 from app.training.dataset import Examples, drop_modalities
@@ -30,17 +32,42 @@ class Logits:
     targets: torch.Tensor
 
 
+Batches = Iterable[tuple[list[Sample], torch.Tensor]]
+
+
 @torch.inference_mode()
-def predict_logits(model: FusionClassifier, examples: Examples, keep: tuple[str, ...], batch_size: int = 256) -> Logits:
-    """Logits with only the modalities in `keep`, over the examples that have all of them."""
+def predict_subsets(
+    model: FusionClassifier, batches: Batches, keys: list[tuple[str, ...]], device: torch.device | None = None,
+    amp: bool = False,
+) -> dict[tuple[str, ...], Logits]:
+    """Logits for each modality subset in `keys` (only those inputs given), over the examples that have all of them;
+    the examples are read once, batch by batch."""
     model.eval()
-    idx = [i for i, s in enumerate(examples.samples) if all(getattr(s, m) is not None for m in keep)]
-    out = []
-    for start in range(0, len(idx), batch_size):
-        chunk = [drop_modalities(examples.samples[i], keep) for i in idx[start : start + batch_size]]
-        out.append(model(collate(chunk)).float())
-    logits = torch.cat(out) if out else torch.empty(0, len(model.spec.labels))
-    return Logits(logits=logits, targets=examples.targets[torch.as_tensor(idx, dtype=torch.long)])
+    device = device or torch.device("cpu")
+    logits: dict[tuple[str, ...], list[torch.Tensor]] = {k: [] for k in keys}
+    targets: dict[tuple[str, ...], list[torch.Tensor]] = {k: [] for k in keys}
+    for samples, y in batches:
+        for keep in keys:
+            idx = [i for i, s in enumerate(samples) if all(getattr(s, m) is not None for m in keep)]
+            if not idx:
+                continue
+            batch = collate([drop_modalities(samples[i], keep) for i in idx]).to(device)
+            # No autocast context at all without amp: a disabled one would switch off a caller's (bench/precision.py).
+            mixed = torch.autocast(device.type, dtype=torch.bfloat16) if amp and device.type == "cuda" else nullcontext()
+            with mixed:
+                logits[keep].append(model(batch).float().cpu())
+            targets[keep].append(y[torch.as_tensor(idx, dtype=torch.long)])
+    n = len(model.spec.labels)
+    return {
+        k: Logits(logits=torch.cat(logits[k]) if logits[k] else torch.empty(0, n),
+                  targets=torch.cat(targets[k]) if targets[k] else torch.empty(0, dtype=torch.long))
+        for k in keys
+    }
+
+
+def predict_logits(model: FusionClassifier, examples: Examples, keep: tuple[str, ...], batch_size: int = 256) -> Logits:
+    """Logits with only the modalities in `keep`, over the in-memory examples that have all of them."""
+    return predict_subsets(model, examples.batches(batch_size), [keep])[keep]
 
 
 def accuracy(lg: Logits) -> float:

@@ -21,7 +21,8 @@ import soundfile as sf
 from PIL import Image
 from tqdm import tqdm
 
-from app.training import synth_audio, synth_image, synth_text
+from app.errors import SettingError, UsageError
+from app.training import synth_audio, synth_heldout, synth_image, synth_text
 from app.training.synth_audio import AudioNoise, UtteranceBank
 from app.training.synth_image import GlyphBank, ImageNoise
 from app.training.synth_text import TextNoise
@@ -32,9 +33,11 @@ SPLIT_FRACTIONS: dict[str, float] = {"train": 0.8, "val": 0.1, "test": 0.1}
 _SPLIT_PATTERN = ("train",) * 4 + ("val",) + ("train",) * 4 + ("test",)
 DEFAULT_OUT = Path("data/digits")
 DEFAULT_SIZE = 12000
+DEFAULT_HELDOUT_SIZE = 2000
+HELDOUT_VOICES = 36
 FORMAT_VERSION = 1
 # Independent random streams: SeedSequence(seed, spawn_key=(stream, ...)).
-_LABEL_STREAM, _SAMPLE_STREAM, _VOICE_STREAM = 0, 1, 2
+_LABEL_STREAM, _SAMPLE_STREAM, _VOICE_STREAM, _HELDOUT_STREAM = 0, 1, 2, 3
 _PREFIXES: dict[str, type] = {"image": ImageNoise, "audio": AudioNoise, "text": TextNoise}
 
 
@@ -78,6 +81,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--size", type=int, default=DEFAULT_SIZE, help="number of rows (default: %(default)s)")
     parser.add_argument("--seed", type=int, default=0, help="random seed (default: %(default)s)")
     parser.add_argument("--workers", type=int, default=2, help="worker processes (default: %(default)s)")
+    parser.add_argument(
+        "--heldout-size", type=int, default=DEFAULT_HELDOUT_SIZE,
+        help="rows of the held-out split, made differently from train/val/test (held-out fonts, voices, caption "
+        "templates; photos and recordings; see app/training/synth_heldout.py); 0 for none (default: %(default)s)",
+    )
+    parser.add_argument("--no-audio", action="store_true",
+                        help="make the data set without the audio modality (needs no espeak-ng)")
     group = parser.add_argument_group("noise settings")
     for prefix, kind in _PREFIXES.items():
         for f in dataclasses.fields(kind):
@@ -94,12 +104,18 @@ def run(args: argparse.Namespace) -> Path:
     """CLI entry: generate the data set described by `args` and print a summary."""
     noise = {name: getattr(args, name) for name in flat_defaults()}
     started = time.perf_counter()
-    manifest = generate(args.out, args.size, seed=args.seed, workers=args.workers, **noise)
+    try:
+        manifest = generate(args.out, args.size, seed=args.seed, workers=args.workers,
+                            heldout_size=args.heldout_size, audio=not args.no_audio, **noise)
+    except SettingError as exc:
+        flag = "--" + exc.setting.replace("_", "-")
+        raise UsageError(f"{flag} {getattr(args, exc.setting, '')}: {exc.message}") from None
     info = json.loads((manifest.parent / "dataset.json").read_text())
     splits = ", ".join(f"{count} {split}" for split, count in info["split_counts"].items())
+    voices = f", {len(info['audio']['voices'])} espeak-ng voices" if info.get("audio") else ", no audio"
     print(
-        f"wrote {info['size']} rows ({splits}) to {manifest} in {time.perf_counter() - started:.1f} s; "
-        f"{len(info['image']['fonts'])} fonts, {len(info['audio']['voices'])} espeak-ng voices"
+        f"wrote {sum(info['split_counts'].values())} rows ({splits}) to {manifest} in "
+        f"{time.perf_counter() - started:.1f} s; {len(info['image']['fonts'])} fonts{voices}"
     )
     return manifest
 
@@ -113,7 +129,8 @@ class _Context:
     id_width: int
     noise: NoiseSettings
     glyphs: GlyphBank
-    utterances: UtteranceBank
+    utterances: UtteranceBank | None
+    heldout: synth_heldout.HeldoutSources | None
 
 
 _context: _Context | None = None
@@ -128,27 +145,38 @@ def _sample_id(index: int, width: int) -> str:
     return f"{index:0{width}d}"
 
 
-def _render_sample(task: tuple[int, int]) -> tuple[int, str]:
-    """Write one row's image and audio files; returns (index, caption)."""
-    index, label = task
+def _render_sample(task: tuple[int, int, bool]) -> tuple[int, bool, str, str, str | None]:
+    """Write one row's image and audio files; returns (index, held out, image path, caption, audio path)."""
+    index, label, heldout = task
     context = _context
     assert context is not None, "worker not initialised"
     # One SeedSequence per sample (not per worker), split per modality, so the output does not
     # depend on the worker count and one modality's settings do not shift another's randomness.
-    image_seed, audio_seed, text_seed = np.random.SeedSequence(
-        context.seed, spawn_key=(_SAMPLE_STREAM, index)
-    ).spawn(3)
+    stream = _HELDOUT_STREAM if heldout else _SAMPLE_STREAM
+    image_seed, audio_seed, text_seed = np.random.SeedSequence(context.seed, spawn_key=(stream, index) if not heldout else (stream, 0, index)).spawn(3)
+    image_rng, audio_rng, text_rng = (np.random.default_rng(seed) for seed in (image_seed, audio_seed, text_seed))
+    if heldout:
+        assert context.heldout is not None
+        sample_id = "h" + _sample_id(index, context.id_width)
+        picture, suffix = synth_heldout.render_image(context.heldout, label, image_rng)
+        image_path = f"heldout/images/{sample_id}{suffix}"
+        synth_heldout.save_image(picture, context.out_dir / image_path, image_rng)
+        audio_path = None
+        if context.utterances is not None:
+            samples, rate, suffix = synth_heldout.render_audio(context.heldout, label, audio_rng)
+            audio_path = f"heldout/audio/{sample_id}{suffix}"
+            synth_heldout.save_audio(samples, rate, context.out_dir / audio_path)
+        return index, True, image_path, synth_heldout.render_text(label, text_rng), audio_path
     sample_id = _sample_id(index, context.id_width)
-    image = synth_image.render_image(context.glyphs, label, np.random.default_rng(image_seed), context.noise.image)
-    Image.fromarray(image, mode="L").save(context.out_dir / "images" / f"{sample_id}.png")
-    clip = synth_audio.render_audio(context.utterances, label, np.random.default_rng(audio_seed), context.noise.audio)
-    sf.write(
-        context.out_dir / "audio" / f"{sample_id}.wav",
-        synth_audio.to_pcm16(clip),
-        synth_audio.SAMPLE_RATE,
-        subtype="PCM_16",
-    )
-    return index, synth_text.render_text(label, np.random.default_rng(text_seed), context.noise.text)
+    image = synth_image.render_image(context.glyphs, label, image_rng, context.noise.image)
+    image_path = f"images/{sample_id}.png"
+    Image.fromarray(image, mode="L").save(context.out_dir / image_path)
+    audio_path = None
+    if context.utterances is not None:
+        clip = synth_audio.render_audio(context.utterances, label, audio_rng, context.noise.audio)
+        audio_path = f"audio/{sample_id}.wav"
+        sf.write(context.out_dir / audio_path, synth_audio.to_pcm16(clip), synth_audio.SAMPLE_RATE, subtype="PCM_16")
+    return index, False, image_path, synth_text.render_text(label, text_rng, context.noise.text), audio_path
 
 
 def assign_labels_and_splits(size: int, seed: int) -> tuple[np.ndarray, list[str]]:
@@ -164,83 +192,116 @@ def assign_labels_and_splits(size: int, seed: int) -> tuple[np.ndarray, list[str
     return labels, splits
 
 
-def _render_all(context: _Context, tasks: list[tuple[int, int]], workers: int) -> list[str]:
-    """Render every row (in this process when workers <= 1); returns the captions in row order."""
+_Rendered = tuple[str, str, str | None]  # image path, caption, audio path
+
+
+def _render_all(context: _Context, tasks: list[tuple[int, int, bool]], workers: int) -> dict[tuple[bool, int], _Rendered]:
+    """Render every row (in this process when workers <= 1), keyed by (held out, index)."""
     global _context
-    captions = [""] * len(tasks)
+    rendered: dict[tuple[bool, int], _Rendered] = {}
     with tqdm(total=len(tasks), desc="make-data", unit="row", disable=None) as progress:
         if workers <= 1:
             _context = context
             try:
-                for index, caption in map(_render_sample, tasks):
-                    captions[index] = caption
+                for index, heldout, *row in map(_render_sample, tasks):
+                    rendered[heldout, index] = tuple(row)  # type: ignore[assignment]
                     progress.update()
             finally:
                 _context = None
         else:
             # spawn, not fork: the caller may hold threads (torch, tqdm) that fork would copy mid-state.
             with multiprocessing.get_context("spawn").Pool(workers, _init_worker, (context,)) as pool:
-                for index, caption in pool.imap_unordered(_render_sample, tasks, chunksize=32):
-                    captions[index] = caption
+                for index, heldout, *row in pool.imap_unordered(_render_sample, tasks, chunksize=32):
+                    rendered[heldout, index] = tuple(row)  # type: ignore[assignment]
                     progress.update()
-    return captions
+    return rendered
 
 
-def generate(out_dir: Path, size: int, seed: int = 0, workers: int = 2, **noise_settings: Any) -> Path:
-    """Generate `size` rows into `out_dir` and return the path of its `manifest.jsonl`.
+def _heldout_sources(espeak: str | None, seed: int, workers: int, languages: list[str]) -> synth_heldout.HeldoutSources:
+    fonts = tuple(path for path in synth_image.font_files(part="heldout") if synth_image.usable_font(path))
+    strokes, stroke_labels = synth_image.uci_strokes("heldout")
+    utterances = None
+    if espeak is not None:
+        have_languages, have_variants = synth_audio.installed_voices(espeak, synth_heldout.HELDOUT_DIALECTS,
+                                                                     synth_heldout.HELDOUT_VARIANTS)
+        rng = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(_HELDOUT_STREAM, 1, 0)))
+        voices = synth_heldout.choose_voices(rng, languages, have_languages, have_variants or [""], HELDOUT_VOICES)
+        utterances = synth_audio.build_utterance_bank(espeak, voices, workers=workers)
+    return synth_heldout.HeldoutSources(fonts=fonts, handwriting=strokes, handwriting_labels=stroke_labels,
+                                        utterances=utterances)  # type: ignore[arg-type]
+
+
+def generate(
+    out_dir: Path, size: int, seed: int = 0, workers: int = 2, heldout_size: int = 0, audio: bool = True,
+    **noise_settings: Any,
+) -> Path:
+    """Generate `size` train/val/test rows and `heldout_size` held-out rows into `out_dir`; returns the path of its
+    `manifest.jsonl`.
 
     `noise_settings` takes the flat names of NoiseSettings (e.g. `image_corrupt_prob=0.3`);
     `workers` <= 1 renders in this process. Raises EspeakNotFoundError when espeak-ng is not
-    installed.
+    installed and `audio` is true.
     """
     if size < 1:
-        raise ValueError(f"size must be at least 1, got {size}")
+        raise SettingError("size", f"must be at least 1, got {size}")
+    if heldout_size < 0:
+        raise SettingError("heldout_size", f"must be at least 0, got {heldout_size}")
     noise = NoiseSettings.from_flat(**noise_settings)
-    espeak = synth_audio.require_espeak()
+    espeak = synth_audio.require_espeak() if audio else None
     out_dir = Path(out_dir)
     manifest = out_dir / "manifest.jsonl"
-    for folder in ("images", "audio"):
+    folders = ["images"] + (["audio"] if audio else [])
+    if heldout_size:
+        folders += [f"heldout/{folder}" for folder in folders]
+    for folder in folders:
         (out_dir / folder).mkdir(parents=True, exist_ok=True)
     # A manifest from an earlier run would describe files this run is about to overwrite.
     manifest.unlink(missing_ok=True)
 
-    languages, variants = synth_audio.installed_voices(espeak)
-    voice_rng = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(_VOICE_STREAM,)))
-    voices = synth_audio.choose_voices(voice_rng, languages, variants, noise.audio.voices_per_language)
-    utterances = synth_audio.build_utterance_bank(espeak, voices, workers=workers)
+    languages: list[str] = []
+    voices: list[synth_audio.Voice] = []
+    utterances = None
+    if espeak is not None:
+        languages, variants = synth_audio.installed_voices(espeak)
+        voice_rng = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(_VOICE_STREAM,)))
+        voices = synth_audio.choose_voices(voice_rng, languages, variants, noise.audio.voices_per_language)
+        utterances = synth_audio.build_utterance_bank(espeak, voices, workers=workers)
     glyphs = synth_image.build_glyph_bank()
+    heldout = _heldout_sources(espeak, seed, workers, languages) if heldout_size else None
 
     labels, splits = assign_labels_and_splits(size, seed)
-    id_width = max(6, len(str(size - 1)))
-    context = _Context(out_dir, seed, id_width, noise, glyphs, utterances)
-    captions = _render_all(context, [(index, int(label)) for index, label in enumerate(labels)], workers)
+    heldout_rng = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(_HELDOUT_STREAM, 1, 1)))
+    heldout_labels = heldout_rng.permutation(np.arange(heldout_size) % len(LABELS))
+    id_width = max(6, len(str(max(size, heldout_size) - 1)))
+    context = _Context(out_dir, seed, id_width, noise, glyphs, utterances, heldout)
+    tasks = [(index, int(label), False) for index, label in enumerate(labels)]
+    tasks += [(index, int(label), True) for index, label in enumerate(heldout_labels)]
+    rendered = _render_all(context, tasks, workers)
 
     rows = []
-    for index, (label, split, caption) in enumerate(zip(labels, splits, captions)):
-        sample_id = _sample_id(index, id_width)
-        rows.append(
-            {
-                "id": sample_id,
-                "image": f"images/{sample_id}.png",
-                "text": caption,
-                "audio": f"audio/{sample_id}.wav",
-                "label": LABELS[label],
-                "split": split,
-            }
-        )
+    for heldout_row, part_labels, part_splits in ((False, labels, splits),
+                                                  (True, heldout_labels, ["heldout"] * heldout_size)):
+        for index, (label, split) in enumerate(zip(part_labels, part_splits)):
+            image_path, caption, audio_path = rendered[heldout_row, index]
+            sample_id = ("h" if heldout_row else "") + _sample_id(index, id_width)
+            rows.append({"id": sample_id, "image": image_path, "text": caption, "audio": audio_path,
+                         "label": LABELS[label], "split": split})
     info = {
         "format_version": FORMAT_VERSION,
         "task": "digits",
         "labels": list(LABELS),
         "seed": seed,
         "size": size,
+        "heldout_size": heldout_size,
         "split_fractions": SPLIT_FRACTIONS,
-        "split_counts": {split: sum(row["split"] == split for row in rows) for split in SPLIT_FRACTIONS},
+        "split_counts": {split: sum(row["split"] == split for row in rows)
+                         for split in (*SPLIT_FRACTIONS, *(("heldout",) if heldout_size else ()))},
         "label_counts": {label: count for label, count in sorted(Counter(LABELS[i] for i in labels).items())},
         "noise_settings": noise.flat(),
         "image": {
             "size": synth_image.IMAGE_SIZE,
-            "handwriting": "sklearn.datasets.load_digits (UCI optical digits, 8x8 upscaled)",
+            "handwriting": "sklearn.datasets.load_digits (UCI optical digits, 8x8 upscaled; every "
+            f"{synth_image.HELDOUT_UCI_EVERY}th held out)",
             "fonts": list(glyphs.fonts),
         },
         "audio": {
@@ -249,9 +310,16 @@ def generate(out_dir: Path, size: int, seed: int = 0, workers: int = 2, **noise_
             "espeak_ng": synth_audio.espeak_version(espeak),
             "languages": languages,
             "voices": [voice.as_dict() for voice in voices],
-        },
+        } if espeak is not None else None,
         "text": {"digit_word_languages": list(synth_text.DIGIT_WORDS)},
     }
+    if heldout is not None:
+        info["heldout"] = {
+            "made_by": "app/training/synth_heldout.py",
+            "fonts": [str(path) for path in heldout.fonts],
+            "handwriting": len(heldout.handwriting),
+            "voices": [voice.as_dict() for voice in heldout.utterances.voices[::10]] if heldout.utterances else [],
+        }
     (out_dir / "dataset.json").write_text(json.dumps(info, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
     # Written last and renamed into place, so an interrupted run leaves no manifest that looks complete.
     partial = manifest.with_suffix(".jsonl.partial")

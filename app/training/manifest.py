@@ -1,8 +1,9 @@
 """Reading a training manifest: JSONL, one example per line, with errors that name the line.
 
-Each line: {"image": path|null, "text": str|null, "audio": path|null, "label": str, "split": "train"|"val"|"test"}.
-Paths are relative to the manifest's folder. A row needs a label and at least one modality. `split` is optional
-only if no row has one: then rows are split 80/10/10 (stratified by label, seeded).
+Each line: {"image": path|null, "text": str|null, "audio": path|null, "label": str,
+"split": "train"|"val"|"test"|"heldout"}. Paths are relative to the manifest's folder. A row needs a label and at
+least one modality. `split` is optional only if no row has one: then rows are split 80/10/10 (stratified by label,
+seeded). `heldout` rows are never trained or calibrated on; they are evaluated and reported on their own.
 """
 from __future__ import annotations
 
@@ -14,10 +15,12 @@ from pathlib import Path
 
 import numpy as np
 
-SPLITS = ("train", "val", "test")
+from app.errors import UsageError
+
+SPLITS = ("train", "val", "test", "heldout")
 
 
-class ManifestError(Exception):
+class ManifestError(UsageError):
     """The manifest is not usable; the message names the file and line."""
 
 

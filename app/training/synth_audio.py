@@ -13,6 +13,8 @@ import numpy as np
 import soundfile as sf
 from scipy import signal
 
+from app.errors import SettingError, UsageError
+
 SAMPLE_RATE = 16000
 CLIP_SECONDS = 1.5
 CLIP_SAMPLES = int(SAMPLE_RATE * CLIP_SECONDS)
@@ -30,7 +32,7 @@ SPEED_RANGE = (120, 230)  # words per minute
 PITCH_RANGE = (15, 85)  # espeak's 0..99 scale
 
 
-class EspeakNotFoundError(RuntimeError):
+class EspeakNotFoundError(UsageError, RuntimeError):
     """espeak-ng, which voices the spoken digits, is not installed."""
 
 
@@ -39,8 +41,8 @@ def require_espeak() -> str:
     path = shutil.which("espeak-ng")
     if path is None:
         raise EspeakNotFoundError(
-            "espeak-ng was not found on PATH; make-data needs it to synthesise the spoken digits. "
-            "Install the Debian package: sudo apt-get install espeak-ng"
+            "espeak-ng was not found on PATH; make-data needs it to synthesise the spoken digits: install it "
+            "(Debian/Ubuntu: sudo apt-get install espeak-ng), or pass --no-audio for a data set without audio"
         )
     return path
 
@@ -62,11 +64,13 @@ class AudioNoise:
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.corrupt_prob <= 1.0:
-            raise ValueError(f"audio corrupt_prob must be within [0, 1], got {self.corrupt_prob}")
-        if self.snr_min > self.snr_max or self.corrupt_snr_min > self.corrupt_snr_max:
-            raise ValueError("audio SNR ranges need min <= max")
+            raise SettingError("audio_corrupt_prob", f"must be within [0, 1], got {self.corrupt_prob}")
+        if self.snr_min > self.snr_max:
+            raise SettingError("audio_snr_min", f"must be <= --audio-snr-max {self.snr_max}")
+        if self.corrupt_snr_min > self.corrupt_snr_max:
+            raise SettingError("audio_corrupt_snr_min", f"must be <= --audio-corrupt-snr-max {self.corrupt_snr_max}")
         if self.voices_per_language < 1:
-            raise ValueError(f"audio voices_per_language must be >= 1, got {self.voices_per_language}")
+            raise SettingError("audio_voices_per_language", "must be >= 1")
 
 
 @dataclass(frozen=True)
@@ -111,15 +115,19 @@ def espeak_version(executable: str) -> str:
     return out.strip().split("  Data at:")[0]
 
 
-def installed_voices(executable: str) -> tuple[list[str], list[str]]:
-    """The wanted languages and variants that this espeak-ng installation has, in our fixed order."""
+def installed_voices(
+    executable: str, wanted_languages: Sequence[str] = LANGUAGES, wanted_variants: Sequence[str] = VARIANTS
+) -> tuple[list[str], list[str]]:
+    """The wanted languages and variants that this espeak-ng installation has, in the order given."""
     languages = {row[1] for row in _espeak_list(executable, "--voices")}
     # Variant rows: Pty, "variant", Age/Gender, VoiceName, File ("!v/<name>").
     variants = {row[-1].rsplit("/", 1)[-1] for row in _espeak_list(executable, "--voices=variant")}
-    have_languages = [lang for lang in LANGUAGES if lang in languages]
+    have_languages = [lang for lang in wanted_languages if lang in languages]
     if not have_languages:
-        raise EspeakNotFoundError(f"espeak-ng has none of the languages {', '.join(LANGUAGES)}; reinstall espeak-ng")
-    return have_languages, [variant for variant in VARIANTS if variant in variants]
+        raise EspeakNotFoundError(
+            f"espeak-ng has none of the languages {', '.join(wanted_languages)}; reinstall espeak-ng"
+        )
+    return have_languages, [variant for variant in wanted_variants if variant in variants]
 
 
 def choose_voices(

@@ -2,12 +2,15 @@
 from __future__ import annotations
 
 import functools
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageFont
 from scipy import ndimage
+
+from app.errors import SettingError
 
 IMAGE_SIZE = 28
 # Glyphs are stored and distorted at twice the output resolution, so stroke-thickness changes and
@@ -22,6 +25,9 @@ _RENDER_PT = 96
 _MISSING_CHAR = "\ufdd0"
 # Mean absolute difference (0..1) of two fonts' 28x28 digits below which they count as one design.
 _DUPLICATE_FONT_DISTANCE = 0.01
+# The held-out split's sources: one font family in HELDOUT_FONT_BUCKETS, one UCI digit in HELDOUT_UCI_EVERY.
+HELDOUT_FONT_BUCKETS = 4
+HELDOUT_UCI_EVERY = 5
 
 
 @dataclass(frozen=True)
@@ -41,9 +47,9 @@ class ImageNoise:
     def __post_init__(self) -> None:
         for name in ("corrupt_prob", "handwritten_prob"):
             if not 0.0 <= getattr(self, name) <= 1.0:
-                raise ValueError(f"image {name} must be within [0, 1], got {getattr(self, name)}")
+                raise SettingError(f"image_{name}", f"must be within [0, 1]")
         if self.distortion < 0:
-            raise ValueError(f"image distortion must be >= 0, got {self.distortion}")
+            raise SettingError("image_distortion", "must be >= 0")
 
 
 @dataclass(frozen=True)
@@ -103,6 +109,14 @@ def _to_uint8(frame: np.ndarray) -> np.ndarray:
     return np.round(np.clip(frame, 0.0, 1.0) * 255).astype(np.uint8)
 
 
+def usable_font(path: Path) -> bool:
+    """Whether a font file opens and draws ten distinct Latin digits."""
+    try:
+        return _renders_digits(ImageFont.truetype(str(path), _RENDER_PT))
+    except OSError:
+        return False
+
+
 def _font_digits(path: Path) -> np.ndarray | None:
     """The ten centred digit glyphs of a font file, or None when it cannot render Latin digits."""
     try:
@@ -114,34 +128,66 @@ def _font_digits(path: Path) -> np.ndarray | None:
     return np.stack([_centre(_glyph_mask(font, str(digit)).astype(np.float32)) for digit in range(10)])
 
 
-def _uci_digits() -> tuple[np.ndarray, np.ndarray]:
-    """The 1797 UCI 8x8 handwritten digits, upscaled smoothly and centred like the font glyphs."""
+def uci_strokes(part: str = "train") -> tuple[np.ndarray, np.ndarray]:
+    """The UCI 8x8 handwritten digits of one part (every fifth is held out), upscaled to 40x40 strokes in [0, 1]."""
     from sklearn.datasets import load_digits
 
     data = load_digits()
+    keep = (np.arange(len(data.target)) % HELDOUT_UCI_EVERY == 0) == (part == "heldout")
     big = np.stack(
         [
             np.asarray(Image.fromarray(image, mode="F").resize((40, 40), Image.Resampling.BICUBIC))
-            for image in data.images.astype(np.float32) / 16.0
+            for image in data.images[keep].astype(np.float32) / 16.0
         ]
     )
     big = ndimage.gaussian_filter(np.clip(big, 0.0, 1.0), (0, 1.2, 1.2))
     # A soft threshold turns the blurred 8x8 blocks back into strokes.
-    strokes = np.clip((big - 0.4) / 0.3, 0.0, 1.0)
-    return np.stack([_centre(image) for image in strokes]), data.target.astype(np.int64)
+    return np.clip((big - 0.4) / 0.3, 0.0, 1.0), data.target[keep].astype(np.int64)
+
+
+def _uci_digits() -> tuple[np.ndarray, np.ndarray]:
+    """The training part of the UCI digits, centred like the font glyphs."""
+    strokes, labels = uci_strokes("train")
+    return np.stack([_centre(image) for image in strokes]), labels
+
+
+def font_family(path: Path) -> str | None:
+    """The family name a font file declares, or None when it cannot be opened."""
+    try:
+        return ImageFont.truetype(str(path), 12).getname()[0] or path.stem
+    except OSError:
+        return None
+
+
+def is_heldout_family(family: str) -> bool:
+    """Whether a font family is held out of train/val/test for the held-out split: a fixed quarter of family
+    names, by a stable hash, so the choice does not depend on which other fonts are installed."""
+    return zlib.crc32(family.encode("utf-8")) % HELDOUT_FONT_BUCKETS == 0
+
+
+def font_files(font_dirs: tuple[Path, ...] = FONT_DIRS, part: str = "train") -> list[Path]:
+    """The font files under `font_dirs` of one part ("train": not held out; "heldout"), sorted."""
+    candidates = sorted(
+        path for root in font_dirs for path in Path(root).rglob("*") if path.suffix.lower() in _FONT_SUFFIXES
+    )
+    out = []
+    for path in candidates:
+        family = font_family(path)
+        if family is not None and is_heldout_family(family) == (part == "heldout"):
+            out.append(path)
+    return out
 
 
 @functools.lru_cache(maxsize=4)
 def build_glyph_bank(font_dirs: tuple[Path, ...] = FONT_DIRS) -> GlyphBank:
-    """Every digit of every usable font under `font_dirs`, plus the UCI handwritten digits.
+    """Every digit of every usable font under `font_dirs` whose family is not held out, plus the UCI handwritten
+    digits that are not held out (see is_heldout_family, uci_strokes).
 
     Fonts whose digits look nearly the same as an already kept font's are skipped (many script
     fonts embed the same Latin digits), so no design is over-weighted. The result is cached and
     shared: treat its arrays as read-only.
     """
-    candidates = sorted(
-        path for root in font_dirs for path in Path(root).rglob("*") if path.suffix.lower() in _FONT_SUFFIXES
-    )
+    candidates = font_files(font_dirs, "train")
     fonts: list[str] = []
     font_glyphs: list[np.ndarray] = []
     thumbs: list[np.ndarray] = []

@@ -5,6 +5,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from app.errors import SettingError
+
 # Digit words per language, index = digit. "num" is the numeral and "zh" the Chinese numeral.
 DIGIT_WORDS: dict[str, tuple[str, ...]] = {
     "en": ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"),
@@ -18,6 +20,8 @@ DIGIT_WORDS: dict[str, tuple[str, ...]] = {
     "pt": ("zero", "um", "dois", "três", "quatro", "cinco", "seis", "sete", "oito", "nove"),
     "pl": ("zero", "jeden", "dwa", "trzy", "cztery", "pięć", "sześć", "siedem", "osiem", "dziewięć"),
     "ru": ("ноль", "один", "два", "три", "четыре", "пять", "шесть", "семь", "восемь", "девять"),
+    "uk": ("нуль", "один", "два", "три", "чотири", "п'ять", "шість", "сім", "вісім", "дев'ять"),
+    "tr": ("sıfır", "bir", "iki", "üç", "dört", "beş", "altı", "yedi", "sekiz", "dokuz"),
 }
 # How often each form is used; the rest of the weight is shared by the other languages.
 _FORM_WEIGHTS = {"en": 0.3, "num": 0.25, "zh": 0.1}
@@ -45,6 +49,8 @@ _TEMPLATES: dict[str, tuple[str, ...]] = {
     "pt": ("é um {d}", "o número {d}", "acho que é {d}", "parece um {d}"),
     "pl": ("to jest {d}", "liczba {d}", "chyba {d}"),
     "ru": ("это {d}", "цифра {d}", "наверное {d}"),
+    "uk": ("це {d}", "число {d}", "мабуть {d}"),
+    "tr": ("bu bir {d}", "sayı {d}", "galiba {d}"),
     "zh": ("数字{d}", "这是{d}", "我觉得是{d}", "{d}号"),
 }  # fmt: skip
 _HEDGES: tuple[str, ...] = (
@@ -77,10 +83,12 @@ class TextNoise:
     typo_prob: float = field(default=0.35, metadata={"help": "probability of 1-3 typos in a caption"})
 
     def __post_init__(self) -> None:
-        kinds = (self.uninformative_prob, self.misleading_prob, self.hedge_prob)
-        if min(*kinds, self.typo_prob) < 0 or sum(kinds) > 1 or self.typo_prob > 1:
-            raise ValueError(
-                "text probabilities must be >= 0, typo_prob <= 1 and uninformative + misleading + hedge <= 1"
+        for name in ("uninformative_prob", "misleading_prob", "hedge_prob", "typo_prob"):
+            if not 0 <= getattr(self, name) <= 1:
+                raise SettingError(f"text_{name}", "must be within [0, 1]")
+        if self.uninformative_prob + self.misleading_prob + self.hedge_prob > 1:
+            raise SettingError(
+                "text_uninformative_prob", "plus --text-misleading-prob and --text-hedge-prob must be at most 1"
             )
 
 

@@ -23,7 +23,15 @@ import httpx
 import pytest
 import yaml
 
-from tests.deploy.podman import Build, Container, podman, report, running, wait_healthy, wait_ready
+from tests.deploy.podman import (
+    Build,
+    Container,
+    podman,
+    report,
+    running,
+    wait_healthy,
+    wait_ready,
+)
 from tests.deploy.support import COMPOSE_FILE, ROOT, dockerfile, exec_form, final_stage
 from tests.helpers import LABELS, write_tiny_artifact
 from tests.test_shipped_model import readme_example, readme_files

@@ -31,6 +31,7 @@ def test_v1_hands_the_engine_the_uploaded_bytes_and_renders_its_answer(fake: tup
     assert r.status_code == 200, r.text
     (name, raws), = engine.calls
     assert name is None and raws == [RawInputs(image=b"\x89PNG-bytes", text=b"hello")]
+    assert engine.budgets == [server.app.state.service.budget]  # decoding is held on the memory budget
     expected = expected_probabilities(raws[0])
     assert r.json()["probabilities"] == pytest.approx(dict(zip(LABELS, expected.tolist())))
     assert engine.withdrawn >= 1  # the announcement ended
@@ -47,6 +48,7 @@ def test_v2_makes_the_same_engine_call_with_every_sample(fake: tuple[Server, Fak
     assert r.status_code == 200, r.text
     (name, raws), = engine.calls
     assert name == "fake" and raws == [RawInputs(text=b"hello"), RawInputs(image=b"img")]
+    assert engine.budgets == [server.app.state.service.budget]
     probabilities = next(o for o in r.json()["outputs"] if o["name"] == "probabilities")
     assert probabilities["data"] == pytest.approx([*expected_probabilities(raws[0]), *expected_probabilities(raws[1])])
 

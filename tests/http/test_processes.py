@@ -139,3 +139,16 @@ def test_sigterm_drains_every_worker_and_exits_0(models_dir: Path, tmp_path: Pat
     assert during == 503  # readiness fails at once, on every worker
     assert answered == [200] * 6  # the admitted requests were finished (3 batches of 2, 1 s each)
     assert code == 0
+
+
+def test_workers_and_owners_stop_when_the_supervisor_is_killed(models_dir: Path, tmp_path: Path) -> None:
+    with serve_process(models_dir, tmp_path, workers=2, model_placement="owner", drain_delay_s=0,
+                       log_level="info") as server:
+        pids = children(server)
+        assert set(pids) == {"worker-0", "worker-1", "owner-0"}
+        os.kill(server.proc.pid, signal.SIGKILL)  # not a drain: gone at once, as in an out-of-memory kill
+        end = time.monotonic() + 60
+        while (alive := [n for n, pid in pids.items() if Path(f"/proc/{pid}").exists()
+                         and "zombie" not in Path(f"/proc/{pid}/status").read_text().lower()]):
+            assert time.monotonic() < end, f"still running without their supervisor: {alive}"
+            time.sleep(0.2)

@@ -69,10 +69,10 @@ def test_truncated_or_corrupt_plugin_images_are_422(kind: str) -> None:
 
 @pytest.mark.parametrize("fmt", ["GIF", "PNG", "WEBP", "TIFF", "AVIF", "HEIF"])
 def test_animations_with_too_many_frames_are_refused(fmt: str) -> None:
-    limits = limits(max_image_frames=8)
-    assert decode_image(hostile.animation(fmt, 8), limits).size == (4, 4)  # at the limit: its first frame
+    eight = limits(max_image_frames=8)
+    assert decode_image(hostile.animation(fmt, 8), eight).size == (4, 4)  # at the limit: its first frame
     with pytest.raises(PayloadTooLarge, match="more than 8 frames"):
-        decode_image(hostile.animation(fmt, 9), limits)
+        decode_image(hostile.animation(fmt, 9), eight)
 
 
 def test_a_gif_with_thousands_of_frames_is_refused_without_decoding_them(no_pixel_decoding: None) -> None:

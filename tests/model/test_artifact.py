@@ -96,3 +96,15 @@ def test_a_failed_write_leaves_the_previous_file(tmp_path: Path, monkeypatch: py
         write_file(path, "new")
     assert path.read_text() == "old" and [p.name for p in tmp_path.iterdir()] == ["card.md"]
 
+
+
+def test_weights_this_user_may_not_read_are_named_as_such(artifact: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """What the container's user meets with a model written on the host with 0600 weights (tests run as root, who
+    reads anything: the refusal is the operating system's, as the container test shows for real)."""
+
+    def refused(path: object, device: str) -> None:
+        raise PermissionError(13, "Permission denied", str(path))
+
+    monkeypatch.setattr("app.model.artifact.load_file", refused)
+    with pytest.raises(ArtifactError, match=r"weights.safetensors: this user \(uid \d+\) may not read it"):
+        load_artifact(artifact)

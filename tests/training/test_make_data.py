@@ -12,6 +12,7 @@ from PIL import Image
 
 from app.training import make_data
 from app.training.synth_audio import EspeakNotFoundError
+from tests.helpers import limits
 
 SIZE = 40
 # One voice per language keeps the espeak-ng utterance bank (and so each generation) small.
@@ -87,7 +88,8 @@ def test_cli_arguments_and_another_seed(dataset: Path, tmp_path: Path, capsys: p
     parser = argparse.ArgumentParser()
     make_data.add_arguments(parser)
     args = parser.parse_args(
-        ["--out", str(tmp_path), "--size", str(SIZE), "--seed", "8", "--audio-voices-per-language", "1"]
+        ["--out", str(tmp_path), "--size", str(SIZE), "--seed", "8", "--audio-voices-per-language", "1",
+         "--heldout-size", "0"]
     )
     manifest = make_data.run(args)
     assert manifest == tmp_path / "manifest.jsonl"
@@ -104,6 +106,7 @@ def test_cli_defaults() -> None:
     make_data.add_arguments(parser)
     args = parser.parse_args([])
     assert (args.out, args.size, args.seed, args.workers) == (Path("data/digits"), 12000, 0, 2)
+    assert (args.heldout_size, args.no_audio) == (2000, False)
     assert {name: getattr(args, name) for name in make_data.flat_defaults()} == make_data.flat_defaults()
 
 
@@ -124,3 +127,49 @@ def test_missing_espeak_tells_how_to_install(tmp_path: Path, monkeypatch: pytest
 def test_unknown_noise_setting_is_rejected(tmp_path: Path) -> None:
     with pytest.raises(TypeError, match="image_corupt_prob"):
         make_data.generate(tmp_path, SIZE, image_corupt_prob=0.5)
+
+
+def test_missing_espeak_ends_in_one_line_with_the_remedies(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from app.cli import main
+
+    monkeypatch.setenv("PATH", str(tmp_path / "empty-bin"))
+    assert main(["make-data", "--out", str(tmp_path / "out"), "--size", "10"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "Traceback" not in err
+    assert "apt-get install espeak-ng" in err and "--no-audio" in err
+
+
+def test_no_audio_makes_a_data_set_without_espeak(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PATH", str(tmp_path / "empty-bin"))
+    manifest = make_data.generate(tmp_path / "out", 20, seed=1, workers=1, heldout_size=10, audio=False)
+    rows = _rows(manifest)
+    assert len(rows) == 30 and all(row["audio"] is None for row in rows)
+    assert all((manifest.parent / row["image"]).is_file() and row["text"] for row in rows)
+    info = json.loads((manifest.parent / "dataset.json").read_text(encoding="utf-8"))
+    assert info["audio"] is None and info["split_counts"]["heldout"] == 10
+
+
+@needs_espeak
+def test_heldout_split_is_made_from_sources_training_never_sees(tmp_path: Path) -> None:
+    from app.inputs.audio import decode_audio
+    from app.inputs.image import decode_image
+    from app.training import synth_audio, synth_heldout
+
+    manifest = make_data.generate(tmp_path, 20, seed=3, workers=1, heldout_size=20, **FAST)
+    rows = _rows(manifest)
+    heldout = [row for row in rows if row["split"] == "heldout"]
+    assert len(heldout) == 20 and Counter(row["split"] for row in rows)["train"] == 16
+    decode_limits = limits()
+    sizes, rates = set(), set()
+    for row in heldout:
+        assert row["image"].startswith("heldout/") and row["audio"].startswith("heldout/")
+        sizes.add(decode_image((tmp_path / row["image"]).read_bytes(), decode_limits).size)
+        rates.add(decode_audio((tmp_path / row["audio"]).read_bytes(), decode_limits).sample_rate)
+        assert row["text"].strip()
+    assert len(sizes) > 3 and len(rates) > 1  # photos of many sizes, recordings at several rates
+    info = json.loads((tmp_path / "dataset.json").read_text(encoding="utf-8"))
+    assert info["heldout"]["fonts"] and not set(info["heldout"]["fonts"]) & set(info["image"]["fonts"])
+    assert {voice["variant"] for voice in info["heldout"]["voices"]} <= set(synth_heldout.HELDOUT_VARIANTS)
+    assert not set(synth_heldout.HELDOUT_VARIANTS) & set(synth_audio.VARIANTS)

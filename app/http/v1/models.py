@@ -3,9 +3,8 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Request
 
-from app.config import Settings
 from app.engine.api import ModelDescription
-from app.http.state import service
+from app.http.state import ServiceState, service
 from app.http.v1.predict import ModelName
 from app.http.v1.schemas import ErrorBody, Limits, ModelInfo, ModelList, Preprocessing
 
@@ -20,7 +19,7 @@ async def list_models(request: Request) -> ModelList:
     assert engine.default_name is not None
     return ModelList(
         default=engine.default_name,
-        models=[model_info(m, engine.default_name, state.settings) for m in engine.models.values()],
+        models=[model_info(m, engine.default_name, state) for m in engine.models.values()],
     )
 
 
@@ -33,11 +32,12 @@ async def list_models(request: Request) -> ModelList:
 async def get_model(request: Request, name: ModelName) -> ModelInfo:
     state = service(request)
     engine = state.engine_or_503()
-    return model_info(engine.describe(name), engine.default_name, state.settings)
+    return model_info(engine.describe(name), engine.default_name, state)
 
 
-def model_info(model: ModelDescription, default_name: str | None, settings: Settings) -> ModelInfo:
+def model_info(model: ModelDescription, default_name: str | None, state: ServiceState) -> ModelInfo:
     spec = model.spec
+    settings = state.settings
     encoders: dict[str, str] = {}
     if spec.image:
         encoders["image"] = spec.image.encoder
@@ -75,6 +75,8 @@ def model_info(model: ModelDescription, default_name: str | None, settings: Sett
             max_audio_samples=settings.max_audio_samples,
             max_text_chars=settings.max_text_chars,
             max_decode_seconds=settings.max_decode_seconds,
+            max_inflight_bytes=state.budget.limit or 0,
+            inflight_bytes_reserve=state.budget.reserve,
         ),
         metrics=model.metrics,
     )

@@ -110,9 +110,12 @@ async def _predict(request: Request, name: str | None, top_k: int, explain: bool
             MODALITIES,
             state.form_limits,
         )
-        raw = RawInputs(**{part: bytes(p.data) for part, p in parts.items() if p.data})
+        # The parts' own buffers, not copies: each upload is held once (its body is on the budget already).
+        raw = RawInputs(**{part: p.data for part, p in parts.items() if p.data})
         request.state.modalities = raw.modalities  # for the access log
-        outcome = await unless_client_leaves(request, engine.predict(name, [raw], announcement, explain=explain))
+        outcome = await unless_client_leaves(
+            request, engine.predict(name, [raw], announcement, state.budget, explain=explain)
+        )
     finally:
         announcement.withdraw()
     if outcome is CLIENT_LEFT:

@@ -102,6 +102,12 @@ class Limits(BaseModel):
     max_audio_samples: int = Field(description="Decoded frames x channels of one audio file.")
     max_text_chars: int
     max_decode_seconds: float = Field(description="CPU seconds one audio file may take to decode.")
+    max_inflight_bytes: int = Field(
+        description="This process's memory budget for requests in flight: bodies as they arrive, inputs while they "
+        "are decoded (FUSION_MAX_INFLIGHT_BYTES, or derived from the memory the process may use). Beyond it: 503 "
+        "with Retry-After."
+    )
+    inflight_bytes_reserve: int = Field(description="The part of that budget only decoding may use.")
 
 
 class ModelInfo(BaseModel):

@@ -20,6 +20,7 @@ from pydantic import ValidationError
 
 from app.errors import MalformedRequest, PayloadTooLarge
 from app.http.v2.schemas import InferRequest
+from app.inputs.parts import Buffer
 
 HEADER_LENGTH = "Inference-Header-Content-Length"
 BINARY_CONTENT_TYPE = "application/octet-stream"
@@ -34,8 +35,8 @@ class BytesInput:
 
     name: str
     shape: tuple[int, ...]
-    elements: tuple[bytes, ...]
-    binary: bool  # True: raw bytes from the binary section; False: UTF-8 of the JSON strings
+    elements: tuple[Buffer, ...]
+    binary: bool  # True: views into the body's binary section; False: UTF-8 of the JSON strings
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,8 +66,9 @@ class OutputTensor:
     binary: bool
 
 
-async def read_body(stream: AsyncIterator[bytes], content_length: str | None, max_bytes: int) -> bytes:
-    """The whole request body, refused (413) as soon as it passes `max_bytes`, with or without Content-Length."""
+async def read_body(stream: AsyncIterator[bytes], content_length: str | None, max_bytes: int) -> bytearray:
+    """The whole request body, refused (413) as soon as it passes `max_bytes`, with or without Content-Length.
+    Kept as the one copy of it: binary tensor data are parsed into views of it."""
     too_large = f"the body is larger than the limit of {max_bytes:,} bytes"
     if content_length is not None and content_length.isdigit() and int(content_length) > max_bytes:
         raise PayloadTooLarge(too_large)
@@ -75,10 +77,10 @@ async def read_body(stream: AsyncIterator[bytes], content_length: str | None, ma
         body += chunk
         if len(body) > max_bytes:
             raise PayloadTooLarge(too_large)
-    return bytes(body)
+    return body
 
 
-def parse_infer_request(body: bytes, header_length: str | None, max_elements: int) -> ParsedRequest:
+def parse_infer_request(body: bytearray | bytes, header_length: str | None, max_elements: int) -> ParsedRequest:
     """Parse and check an inference request body. Raises MalformedRequest (400) naming what is wrong, or
     PayloadTooLarge (413) for a tensor of more than `max_elements` elements."""
     json_part, binary = _split(body, header_length)
@@ -165,9 +167,10 @@ def encode_infer_response(
     return header + b"".join(chunks), len(header)
 
 
-def _split(body: bytes, header_length: str | None) -> tuple[bytes, bytes]:
+def _split(body: bytearray | bytes, header_length: str | None) -> tuple[bytearray | bytes, memoryview]:
+    """The JSON part and a view of the binary data after it."""
     if header_length is None:
-        return body, b""
+        return body, memoryview(b"")
     text = header_length.strip()
     if not text.isdigit() or not 0 < int(text) <= len(body):
         raise MalformedRequest(
@@ -175,7 +178,8 @@ def _split(body: bytes, header_length: str | None) -> tuple[bytes, bytes]:
             f"got {header_length!r}"
         )
     n = int(text)
-    return body[:n], body[n:]
+    view = memoryview(body)
+    return bytes(view[:n]), view[n:]
 
 
 def _describe(exc: ValidationError) -> str:
@@ -223,9 +227,9 @@ def _json_elements(name: str, data: list[Any]) -> list[bytes]:
 
 
 
-def _unpack_bytes(name: str, data: bytes, count: int) -> list[bytes]:
-    """Binary BYTES tensor data: each element is a 4-byte little-endian length, then that many bytes."""
-    out: list[bytes] = []
+def _unpack_bytes(name: str, data: memoryview, count: int) -> list[Buffer]:
+    """Binary BYTES tensor data: each element is a 4-byte little-endian length, then that many bytes (a view)."""
+    out: list[Buffer] = []
     pos, end = 0, len(data)
     while pos < end:
         if len(out) == count:

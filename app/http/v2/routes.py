@@ -16,7 +16,7 @@ from app.engine.api import ModelDescription
 from app.errors import ModelNotFound, UnsupportedMediaType
 from app.http.clients import CLIENT_LEFT, unless_client_leaves
 from app.http.errors import CLIENT_CLOSED
-from app.http.state import service
+from app.http.state import service, upload_hold
 from app.http.v1.predict import ModelName
 from app.http.v2 import tensors
 from app.http.v2.codec import (
@@ -219,10 +219,14 @@ async def _infer(request: Request, name: str, version: str | None, header_length
     try:
         settings = state.settings
         body = await read_body(request.stream(), request.headers.get("content-length"), settings.max_body_bytes)
+        if (hold := upload_hold(request)) is not None:
+            # Parsing JSON makes strings of its data and bytes of those (base64 decoded for files): copies, where
+            # binary tensor data are used in place.
+            hold.take(2 * _json_length(body, header_length))
         parsed, raws, wanted = _parse(body, header_length, model, engine.max_samples(name), settings.max_part_bytes)
         request.state.modalities = tuple(m for m in MODALITIES if any(m in raw.modalities for raw in raws))
         outcome = await unless_client_leaves(
-            request, engine.predict(name, raws, announcement, explain=parsed.explain)
+            request, engine.predict(name, raws, announcement, state.budget, explain=parsed.explain)
         )
     finally:
         announcement.withdraw()
@@ -237,8 +241,14 @@ async def _infer(request: Request, name: str, version: str | None, header_length
     return Response(content, media_type=BINARY_CONTENT_TYPE, headers={HEADER_LENGTH: str(json_length)})
 
 
+def _json_length(body: bytearray, header_length: str | None) -> int:
+    """The length of the body's JSON part (the binary data extension's header, when it is a valid one)."""
+    text = (header_length or "").strip()
+    return int(text) if text.isdigit() and int(text) <= len(body) else len(body)
+
+
 def _parse(
-    body: bytes, header_length: str | None, model: ModelDescription, max_samples: int, max_element_bytes: int
+    body: bytearray, header_length: str | None, model: ModelDescription, max_samples: int, max_element_bytes: int
 ) -> tuple[ParsedRequest, list[RawInputs], tuple[RequestedOutput, ...]]:
     """Parse the body into samples and the outputs wanted."""
     parsed = parse_infer_request(body, header_length, max_elements=max_samples)

@@ -45,7 +45,7 @@ from app.http.v2.schemas import (
     ModelMetadata,
     TensorMetadata,
 )
-from app.inputs.parts import RawInputs
+from app.inputs.parts import Buffer, RawInputs
 from app.model.spec import MODALITIES
 
 PROBABILITIES = "probabilities"
@@ -107,7 +107,7 @@ def raw_samples(request: ParsedRequest, max_element_bytes: int) -> list[RawInput
     """One RawInputs per sample. Checks names and shapes; which modalities a model accepts is checked later."""
     if not request.inputs:
         raise MissingInput(f"the request has no inputs; send any of {', '.join(MODALITIES)} as BYTES of shape [N]")
-    columns: dict[str, list[bytes | None]] = {}
+    columns: dict[str, list[Buffer | None]] = {}
     count: int | None = None
     for tensor in request.inputs:
         if tensor.name not in MODALITIES:
@@ -213,7 +213,7 @@ def _explanation_tensor(
     return OutputTensor(out.name, "FP32", values.shape, values, out.binary)
 
 
-def _element(name: str, index: int, data: bytes, from_base64: bool, limit: int) -> bytes | None:
+def _element(name: str, index: int, data: Buffer, from_base64: bool, limit: int) -> Buffer | None:
     if not data:
         return None
     if from_base64:

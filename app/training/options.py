@@ -1,0 +1,292 @@
+"""`fusion-serve train`'s options: TrainConfig, its flags, and the artifact spec they describe.
+
+A bad value ends in one line that names the flag as typed (`--text-dim 30 must be a multiple of --text-heads 4`),
+never in a validation error about config.json's internal field names.
+"""
+from __future__ import annotations
+
+import argparse
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
+
+from app.errors import UsageError
+from app.model.spec import (
+    FUSION_TYPES,
+    ArtifactSpec,
+    AudioSpec,
+    FusionSpec,
+    ImageSpec,
+    TextSpec,
+    TokenizerSpec,
+)
+from app.model.tokenizer import build_vocab
+from app.training import augment
+from app.training.manifest import Manifest
+
+
+@dataclass
+class TrainConfig:
+    """Every training option; the CLI flags map one-to-one onto these fields (augmentation: `--aug-*`)."""
+
+    manifest: Path
+    out: Path
+    name: str = "digits"
+    version: str = "1"
+    description: str = ""
+    seed: int = 0
+    modalities: tuple[str, ...] | None = None
+    labels: tuple[str, ...] | None = None
+    # optimisation
+    epochs: int = 20
+    patience: int = 4
+    max_steps: int | None = None
+    batch_size: int = 64
+    accumulate_steps: int = 1
+    lr: float = 2e-3
+    weight_decay: float = 0.01
+    modality_dropout: float = 0.35
+    threads: int = 0
+    workers: int = 1
+    device: str = "auto"
+    amp: bool = True
+    checkpoint: Path | None = None
+    # augmentation: flat `<modality>_<name>` settings given on the command line (the rest take their defaults)
+    augment: bool = True
+    augmentation: dict[str, Any] = field(default_factory=dict)
+    # image
+    image_encoder: str = "cnn"
+    image_size: int = 28
+    image_channels: int = 1
+    image_width: int = 16
+    image_fit: str = "ink"
+    image_polarity: str = "light_on_dark"
+    ink_fraction: float = 0.72
+    image_weights: Path | None = None
+    # text
+    text_encoder: str = "transformer"
+    tokenizer: str = "bytes"
+    max_tokens: int = 64
+    text_dim: int = 64
+    text_layers: int = 2
+    text_heads: int = 4
+    text_normalize: str = "digits"
+    # audio
+    audio_encoder: str = "tcnn"
+    sample_rate: int = 16000
+    clip_seconds: float = 1.5
+    n_fft: int = 400
+    hop_length: int = 240
+    n_mels: int = 40
+    audio_width: int = 16
+    audio_window: str = "speech"
+    # fusion
+    fusion: str = "attention"
+    fusion_dim: int = 64
+    fusion_hidden: int = 128
+    fusion_heads: int = 4
+    fusion_layers: int = 1
+    dropout: float = 0.1
+    compare_fusions: bool = False
+
+
+# config.json field (section, name) -> the TrainConfig field that sets it; its flag is `--` + that, dashed.
+_FIELD_FLAGS: dict[tuple[str, str], str] = {
+    ("image", "size"): "image_size", ("image", "channels"): "image_channels", ("image", "width"): "image_width",
+    ("image", "ink_fraction"): "ink_fraction",
+    ("text", "max_tokens"): "max_tokens", ("text", "embed_dim"): "text_dim", ("text", "layers"): "text_layers",
+    ("text", "heads"): "text_heads",
+    ("audio", "sample_rate"): "sample_rate", ("audio", "clip_seconds"): "clip_seconds", ("audio", "n_fft"): "n_fft",
+    ("audio", "hop_length"): "hop_length", ("audio", "n_mels"): "n_mels", ("audio", "width"): "audio_width",
+    ("fusion", "dim"): "fusion_dim", ("fusion", "hidden"): "fusion_hidden", ("fusion", "heads"): "fusion_heads",
+    ("fusion", "layers"): "fusion_layers", ("fusion", "dropout"): "dropout",
+    ("name",): "name", ("version",): "version",
+}  # fmt: skip
+
+
+def flag(name: str, cfg: TrainConfig | None = None) -> str:
+    """`--the-flag` (with its value when `cfg` is given) for a TrainConfig field."""
+    text = "--" + name.replace("_", "-")
+    return f"{text} {getattr(cfg, name)}" if cfg is not None else text
+
+
+def check(cfg: TrainConfig) -> None:
+    """The checks that span several flags, and those of the optimisation flags; raises UsageError."""
+    pairs = (("text_dim", "text_heads", cfg.text_encoder == "transformer"), ("fusion_dim", "fusion_heads",
+             cfg.fusion == "attention"))
+    for dim, heads, applies in pairs:
+        if applies and getattr(cfg, heads) > 0 and getattr(cfg, dim) % getattr(cfg, heads):
+            raise UsageError(f"{flag(dim, cfg)} must be a multiple of {flag(heads, cfg)}")
+    if cfg.n_fft > round(cfg.sample_rate * cfg.clip_seconds):
+        raise UsageError(f"{flag('n_fft', cfg)} is longer than the clip ({flag('clip_seconds', cfg)} at "
+                         f"{flag('sample_rate', cfg)} is {round(cfg.sample_rate * cfg.clip_seconds)} samples)")
+    for name, low in (("epochs", 1), ("batch_size", 1), ("accumulate_steps", 1), ("patience", 1), ("workers", 0),
+                      ("threads", 0)):
+        if getattr(cfg, name) < low:
+            raise UsageError(f"{flag(name, cfg)} must be at least {low}")
+    if cfg.max_steps is not None and cfg.max_steps < 1:
+        raise UsageError(f"{flag('max_steps', cfg)} must be at least 1")
+    if not cfg.lr > 0:
+        raise UsageError(f"{flag('lr', cfg)} must be positive")
+    if not 0 <= cfg.modality_dropout < 1:
+        raise UsageError(f"{flag('modality_dropout', cfg)} must be within [0, 1)")
+    if cfg.image_weights is not None and not Path(cfg.image_weights).is_file():
+        raise UsageError(f"{flag('image_weights', cfg)}: no such file")
+    if cfg.image_weights is not None and cfg.image_encoder == "cnn":
+        raise UsageError(f"{flag('image_weights', cfg)} needs a torchvision --image-encoder "
+                         "(resnet18, resnet50, mobilenet_v3_small), not cnn")
+    augment.from_settings(cfg.augmentation, cfg.augment)  # raises UsageError naming the flag
+
+
+def build_spec(cfg: TrainConfig, manifest: Manifest, texts: list[str]) -> ArtifactSpec:
+    """The artifact spec the flags describe (calibration filled in after training); errors name the flags."""
+    check(cfg)
+    mods = cfg.modalities or manifest.modalities
+    unknown = [m for m in mods if m not in ("image", "text", "audio")]
+    if unknown:
+        raise UsageError(f"--modalities: unknown modality {unknown[0]!r}; choose from image, text, audio")
+    tokenizer = build_vocab(texts) if cfg.tokenizer == "words" else TokenizerSpec(type="bytes")
+    aug = augment.from_settings(cfg.augmentation, cfg.augment)
+    try:
+        return ArtifactSpec(
+            name=cfg.name,
+            version=cfg.version,
+            description=cfg.description,
+            labels=manifest.labels,
+            modalities=tuple(mods),
+            image=ImageSpec(
+                encoder=cfg.image_encoder,  # type: ignore[arg-type]
+                size=cfg.image_size,
+                channels=cfg.image_channels,  # type: ignore[arg-type]
+                mean=(0.5,) * cfg.image_channels,
+                std=(0.5,) * cfg.image_channels,
+                width=cfg.image_width,
+                fit=cfg.image_fit,  # type: ignore[arg-type]
+                polarity=cfg.image_polarity,  # type: ignore[arg-type]
+                ink_fraction=cfg.ink_fraction,
+            )
+            if "image" in mods
+            else None,
+            text=TextSpec(
+                encoder=cfg.text_encoder,  # type: ignore[arg-type]
+                tokenizer=tokenizer,
+                max_tokens=cfg.max_tokens,
+                embed_dim=cfg.text_dim,
+                layers=cfg.text_layers,
+                heads=cfg.text_heads,
+                normalize=cfg.text_normalize,  # type: ignore[arg-type]
+            )
+            if "text" in mods
+            else None,
+            audio=AudioSpec(
+                encoder=cfg.audio_encoder,  # type: ignore[arg-type]
+                sample_rate=cfg.sample_rate,
+                clip_seconds=cfg.clip_seconds,
+                n_fft=cfg.n_fft,
+                hop_length=cfg.hop_length,
+                n_mels=cfg.n_mels,
+                width=cfg.audio_width,
+                window=cfg.audio_window,  # type: ignore[arg-type]
+            )
+            if "audio" in mods
+            else None,
+            fusion=FusionSpec(
+                type=cfg.fusion,  # type: ignore[arg-type]
+                dim=cfg.fusion_dim,
+                hidden=cfg.fusion_hidden,
+                heads=cfg.fusion_heads,
+                layers=cfg.fusion_layers,
+                dropout=cfg.dropout,
+            ),
+            augmentation=aug.record() if aug is not None else {},
+        )
+    except ValidationError as exc:
+        raise UsageError(_flag_message(exc, cfg)) from None
+
+
+def _flag_message(exc: ValidationError, cfg: TrainConfig) -> str:
+    error = exc.errors()[0]
+    section = {"ImageSpec": ("image",), "TextSpec": ("text",), "AudioSpec": ("audio",), "FusionSpec": ("fusion",)}
+    loc = section.get(exc.title, ()) + tuple(str(p) for p in error["loc"])
+    name = _FIELD_FLAGS.get(loc)
+    message = str(error["msg"]).removeprefix("Value error, ")
+    if name is not None:
+        return f"{flag(name, cfg)}: {message}"
+    return f"bad training settings: {message}"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """CLI flags: one per TrainConfig field."""
+    d = TrainConfig(manifest=Path("."), out=Path("."))
+    parser.add_argument("--manifest", type=Path, required=True, help="JSONL manifest (see README)")
+    parser.add_argument("--out", type=Path, required=True, help="artifact folder to write, e.g. models/mymodel")
+    parser.add_argument("--name", default=None, help="model name (default: the out folder's name)")
+    parser.add_argument("--version", default=d.version)
+    parser.add_argument("--description", default=d.description)
+    parser.add_argument("--seed", type=int, default=d.seed)
+    parser.add_argument("--modalities", default=None, help="comma list; default: those in the manifest")
+    parser.add_argument("--labels", default=None, help="comma list fixing the label set and order")
+    g = parser.add_argument_group("optimisation")
+    for name in ("epochs", "patience", "batch_size", "threads"):
+        g.add_argument(f"--{name.replace('_', '-')}", type=int, default=getattr(d, name))
+    g.add_argument("--accumulate-steps", type=int, default=d.accumulate_steps,
+                   help="batches whose gradients are summed before each optimiser step (default: %(default)s)")
+    g.add_argument("--workers", type=int, default=d.workers,
+                   help="data-loading processes (decode, augment, preprocess); 0: in the training process")
+    g.add_argument("--max-steps", type=int, default=None, help="stop after this many optimiser steps")
+    for name in ("lr", "weight_decay", "modality_dropout"):
+        g.add_argument(f"--{name.replace('_', '-')}", type=float, default=getattr(d, name))
+    g.add_argument("--device", default=d.device, help="auto (CUDA when present), cpu, cuda or cuda:N")
+    g.add_argument("--checkpoint", type=Path, default=None,
+                   help="after each epoch that improves, write the model so far here as an (uncalibrated) artifact")
+    g.add_argument("--no-amp", dest="amp", action="store_false",
+                   help="on CUDA, train in float32 rather than with bfloat16 autocast")
+    augment.add_arguments(parser)
+    g = parser.add_argument_group("image encoder and preprocessing")
+    g.add_argument("--image-encoder", choices=["cnn", "resnet18", "resnet50", "mobilenet_v3_small"], default=d.image_encoder)
+    g.add_argument("--image-size", type=int, default=d.image_size)
+    g.add_argument("--image-channels", type=int, choices=[1, 3], default=d.image_channels)
+    g.add_argument("--image-width", type=int, default=d.image_width)
+    g.add_argument("--image-fit", choices=["ink", "stretch"], default=d.image_fit,
+                   help="ink: the square around the ink, over a flattened background; stretch: the whole picture")
+    g.add_argument("--image-polarity", choices=["light_on_dark", "as_is"], default=d.image_polarity,
+                   help="light_on_dark: dark ink on light paper is inverted (the ink fit always does)")
+    g.add_argument("--ink-fraction", type=float, default=d.ink_fraction,
+                   help="with --image-fit ink: the share of the side the ink fills")
+    g.add_argument("--image-weights", type=Path, default=None,
+                   help="a torchvision state dict (.pth or .safetensors) for a torchvision --image-encoder")
+    g = parser.add_argument_group("text encoder and preprocessing")
+    g.add_argument("--text-encoder", choices=["transformer", "lstm", "gru"], default=d.text_encoder)
+    g.add_argument("--tokenizer", choices=["bytes", "words"], default=d.tokenizer)
+    for name in ("max_tokens", "text_dim", "text_layers", "text_heads"):
+        g.add_argument(f"--{name.replace('_', '-')}", type=int, default=getattr(d, name))
+    g.add_argument("--text-normalize", choices=["digits", "nfc"], default=d.text_normalize,
+                   help="digits: every script's digits and emoji keycaps read as ASCII digits")
+    g = parser.add_argument_group("audio encoder and preprocessing")
+    g.add_argument("--audio-encoder", choices=["tcnn", "cnn"], default=d.audio_encoder)
+    for name in ("sample_rate", "n_fft", "hop_length", "n_mels", "audio_width"):
+        g.add_argument(f"--{name.replace('_', '-')}", type=int, default=getattr(d, name))
+    g.add_argument("--clip-seconds", type=float, default=d.clip_seconds)
+    g.add_argument("--audio-window", choices=["speech", "loudest"], default=d.audio_window,
+                   help="which clip-length window of a longer recording the model hears")
+    g = parser.add_argument_group("fusion")
+    g.add_argument("--fusion", choices=list(FUSION_TYPES), default=d.fusion)
+    for name in ("fusion_dim", "fusion_hidden", "fusion_heads", "fusion_layers"):
+        g.add_argument(f"--{name.replace('_', '-')}", type=int, default=getattr(d, name))
+    g.add_argument("--dropout", type=float, default=d.dropout)
+    g.add_argument("--compare-fusions", action="store_true",
+                   help="also train every other fusion type on the same data and tabulate them in the card")
+
+
+def config_from_args(args: argparse.Namespace) -> TrainConfig:
+    values = {k: v for k, v in vars(args).items() if k in TrainConfig.__dataclass_fields__ and v is not None}
+    values["name"] = args.name or Path(args.out).name
+    values["augment"] = not getattr(args, "no_augment", False)
+    values["augmentation"] = {k.removeprefix("aug_"): v for k, v in vars(args).items()
+                              if k.startswith("aug_") and v is not None}
+    for key in ("modalities", "labels"):
+        if isinstance(values.get(key), str):
+            values[key] = tuple(x.strip() for x in values[key].split(",") if x.strip())
+    return TrainConfig(**values)
