@@ -15,17 +15,20 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     PATH=/opt/venv/bin:$PATH
 
 # Dependencies alone (torch 2.14.1 / torchvision 0.29.1 and their CUDA libraries: gigabytes), read from
-# pyproject.toml: this layer is rebuilt only when the dependencies change, never for a code change.
+# pyproject.toml: this layer is rebuilt only when the dependencies change, never for a code change. The runtime stage
+# builds on this one rather than copying the venv out of it, which would store those gigabytes twice while building.
 FROM base AS deps
 # Where pip looks for packages (pip reads these variables): PyPI unless given, e.g. a mirror or a local index:
 #   docker build --build-arg PIP_INDEX_URL=https://pypi.example.com/simple -t fusion-serve .
+# Build arguments are recorded in the image's history: an index that needs credentials belongs in a pip.conf given
+# as a build secret, not in the URL.
 ARG PIP_INDEX_URL
 ARG PIP_EXTRA_INDEX_URL
-WORKDIR /build
-COPY pyproject.toml ./
+COPY pyproject.toml /tmp/deps/
 RUN python -m venv /opt/venv \
-    && python -c "import tomllib; print('\n'.join(tomllib.load(open('pyproject.toml', 'rb'))['project']['dependencies']))" > requirements.txt \
-    && pip install --no-cache-dir --requirement requirements.txt
+    && python -c "import tomllib; print('\n'.join(tomllib.load(open('/tmp/deps/pyproject.toml', 'rb'))['project']['dependencies']))" > /tmp/deps/requirements.txt \
+    && pip install --no-cache-dir --requirement /tmp/deps/requirements.txt \
+    && rm -rf /tmp/deps
 
 # The service itself, as a wheel without dependencies.
 FROM base AS wheel
@@ -37,12 +40,11 @@ COPY pyproject.toml README.md ./
 COPY app ./app
 RUN pip wheel --no-cache-dir --no-deps --wheel-dir /wheels .
 
-FROM base AS runtime
+FROM deps AS runtime
 LABEL org.opencontainers.image.title="fusion-serve" \
       org.opencontainers.image.description="REST inference for multimodal (image + text + audio) fusion classifiers"
 RUN groupadd --system --gid 10001 fusion \
     && useradd --system --uid 10001 --gid fusion --create-home --home-dir /home/fusion --shell /usr/sbin/nologin fusion
-COPY --from=deps /opt/venv /opt/venv
 # Copied, not bind-mounted (`RUN --mount=from=wheel`): Buildah, Podman's builder, reuses a cached RUN layer even when
 # the mounted stage changed (containers/buildah#6609, fixed by #6845; Debian 12 ships 1.28), so a rebuild after a
 # code change would keep the old code. The cost: the wheel (about 1 MB) stays in a lower layer.

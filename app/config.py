@@ -58,6 +58,17 @@ class Settings(BaseSettings):
     warmup: bool = Field(
         True, description="Run each modality and a ladder of batch sizes up to max_batch_size before reporting ready."
     )
+    runtime: Literal["auto", "torch", "onnxruntime"] = Field(
+        "auto",
+        description="What runs the forward pass on CPU: torch (eager), onnxruntime (encoders and fusion head exported "
+        "to ONNX; served only where their logits agree with the model's), or auto: the faster of the two, timed at "
+        "load. On a GPU, torch.",
+    )
+    runtime_cache_dir: Path | None = Field(
+        None,
+        description="Where ONNX exports are cached when the model's folder is read-only; unset: a per-user folder "
+        "under the system's temporary folder. Exports are checked against the model at every load.",
+    )
     cpu_rewrites: bool = Field(
         True,
         description="On CPU, serve convolutions with batch norms folded in and channels-last layout (checked against "

@@ -14,6 +14,11 @@ from app.model.spec import FUSION_TYPES
 from tests.helpers import tiny_spec, write_tiny_artifact
 from tests.server import Server, running_server
 
+# Tests serve many small throwaway models: exporting each to ONNX (seconds per part) would dominate the suite, so
+# they run eager torch unless a test asks for a runtime (FUSION_RUNTIME's default, auto, is tested on its own in
+# tests/engine/test_runtime.py, and on the shipped model in tests/test_shipped_model.py).
+os.environ.setdefault("FUSION_RUNTIME", "torch")
+
 
 def pytest_runtest_setup(item: pytest.Item) -> None:
     """`@pytest.mark.needs_tool("espeak-ng", apt="espeak-ng")`: skipped where the program is missing, except under
@@ -54,6 +59,23 @@ def zoo_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
         write_tiny_artifact(root / f"fusion-{fusion}", tiny_spec(name=f"fusion-{fusion}", fusion=fusion), seed=i)
     write_tiny_artifact(root / "no-audio", tiny_spec(name="no-audio", modalities=("image", "text")))
     return root
+
+
+@pytest.fixture(scope="session")
+def exported(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A trained-like tri-modal artifact `m` whose five parts were exported for ONNX Runtime once, cached in its
+    own folder (copy the folder to serve it without exporting again)."""
+    from app.engine.predictor import Predictor
+    from app.engine.runtime import RuntimeOptions
+    from app.model.artifact import load_artifact
+    from tests.model.test_cpu_inference import trained_like
+
+    root = tmp_path_factory.mktemp("exported")
+    folder = trained_like(root / "m")
+    served = Predictor(load_artifact(folder), torch.device("cpu"),
+                       runtime=RuntimeOptions(requested="onnxruntime", cache_dir=root / "unused"))
+    assert served.runtime.onnx_parts == ("all", "audio", "fusion", "image", "text"), served.runtime
+    return folder
 
 
 @pytest.fixture(scope="module")

@@ -65,7 +65,7 @@ class ServeProcess:
 
 
 def serve_env(models_dir: Path, port: int, **settings: object) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("FUSION_")}
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FUSION_") or k == "FUSION_RUNTIME"}
     env.update({"FUSION_MODELS_DIR": str(models_dir), "FUSION_HOST": "127.0.0.1", "FUSION_PORT": str(port)})
     env.update({f"FUSION_{k.upper()}": str(v) for k, v in settings.items()})
     return env

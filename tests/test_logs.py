@@ -79,13 +79,19 @@ def test_serve_writes_json_lines_and_one_access_line_per_request(models_dir: Pat
             time.sleep(0.1)
         r = httpx.post(f"{url}/v1/predict", files={"text": (None, "hi")}, headers={"X-Request-ID": "cli-1"})
         assert r.status_code == 200
+        # with several workers the service says where it listens once every one is ready (one may answer first)
+        while url not in Path(out.name).read_text() and time.monotonic() < end:
+            time.sleep(0.1)
     finally:
         proc.terminate()
         exit_code = proc.wait(30)
     assert exit_code == 0  # a graceful shutdown on SIGTERM
     lines = Path(out.name).read_text().splitlines()
     entries = [json.loads(line) for line in lines]  # every line is JSON
-    assert any(e["logger"].startswith("uvicorn") and "Uvicorn running" in e["message"] for e in entries)
+    # where to send requests, once: uvicorn's line with one worker, the supervisor's with several
+    announced = [e["logger"] for e in entries
+                 if url in e["message"] and ("running on" in e["message"] or "serving on" in e["message"])]
+    assert announced in (["uvicorn.error"], ["app.http.supervisor"])
     access = [e for e in entries if e["logger"] == "app.access"]
     assert [(e["request_id"], e["route"], e["status"], e["modalities"], e["batch_size"]) for e in access] == [
         ("cli-1", "/v1/predict", 200, ["text"], 1)

@@ -33,7 +33,7 @@ def readme_files() -> dict[str, tuple]:
 
 @pytest.fixture(scope="module")
 def shipped() -> Iterator[Server]:
-    with running_server(ROOT / "models", max_batch_size=4) as s:
+    with running_server(ROOT / "models", max_batch_size=4, runtime="auto") as s:
         yield s
 
 
@@ -100,3 +100,15 @@ def test_readme_explain_example(shipped: Server) -> None:
     assert rounded(e) == rounded(expected["explanation"])
     for label, shares in e["attributions"].items():
         assert sum(shares.values()) == pytest.approx(body["probabilities"][label] - e["baseline"], abs=1e-5)
+
+
+def test_the_shipped_model_reports_its_runtime(shipped: Server) -> None:
+    """FUSION_RUNTIME's default: ONNX Runtime where it answers as the model as trained and is the faster at load;
+    which one won depends on the machine, what it must report does not."""
+    with shipped.client() as c:
+        runtime = c.get("/v1/models/digits").json()["runtime"]
+    assert runtime["requested"] == "auto" and runtime["name"] in ("torch", "onnxruntime")
+    assert set(runtime["speedup"]) == {"1", "4"}  # both were timed: batch 1 and the largest batch
+    if runtime["name"] == "onnxruntime":
+        assert runtime["onnx_parts"] == ["all", "audio", "fusion", "image", "text"]
+        assert 0 <= runtime["parity"] <= 1e-4

@@ -19,6 +19,23 @@ from app.model.spec import ArtifactSpec, Modality
 
 
 @dataclass(frozen=True, slots=True)
+class RuntimeReport:
+    """What runs a model's forward pass, and why (FUSION_RUNTIME; decided at load, app.engine.runtime).
+
+    `name`: "torch" (eager PyTorch) or "onnxruntime" (its encoders and fusion head, `onnx_parts`, on ONNX Runtime;
+    the log-mel front end and the batch bookkeeping in torch). `parity`: the largest difference of any logit from
+    the model as trained over the load-time check inputs (None where nothing was rewritten). `speedup`: the
+    measured time of eager torch over the served runtime's, per batch size, where both were timed (auto)."""
+
+    name: str = "torch"
+    requested: str = "torch"
+    onnx_parts: tuple[str, ...] = ()
+    parity: float | None = None
+    speedup: Mapping[int, float] = field(default_factory=dict)
+    note: str = ""
+
+
+@dataclass(frozen=True, slots=True)
 class ModelDescription:
     """A served model as callers may know it: its config, where it runs, and its evaluation."""
 
@@ -28,6 +45,7 @@ class ModelDescription:
     device: str
     parameter_count: int
     metrics: dict[str, Any] = field(default_factory=dict)
+    runtime: RuntimeReport = field(default_factory=RuntimeReport)
 
 
 @dataclass(frozen=True, slots=True)

@@ -18,6 +18,8 @@ class EngineConfig:
     device: str
     torch_threads: int
     cpu_rewrites: bool
+    runtime: str
+    runtime_cache_dir: Path | None
     warmup: bool
     preprocess_workers: int
     batch: BatchConfig
@@ -31,6 +33,8 @@ class EngineConfig:
             device=s.device,
             torch_threads=s.torch_threads,
             cpu_rewrites=s.cpu_rewrites,
+            runtime=s.runtime,
+            runtime_cache_dir=s.runtime_cache_dir,
             warmup=s.warmup,
             preprocess_workers=s.preprocess_workers,
             batch=BatchConfig(

@@ -20,6 +20,7 @@ from app.engine.config import EngineConfig
 from app.engine.frontend import FrontEnd
 from app.engine.pipeline import decode_slots, make_preprocess_pool, run_jobs
 from app.engine.predictor import Predictor, resolve_device
+from app.engine.runtime import RuntimeOptions
 from app.engine.served import ServedModel
 from app.errors import ModelNotFound
 from app.inputs.budget import ByteBudget
@@ -83,11 +84,17 @@ class TorchEngine:
 
     def _load_one(self, folder: Path) -> ServedModel:
         artifact = load_artifact(folder)
-        predictor = Predictor(artifact, self.device, cpu_rewrites=self.config.cpu_rewrites)
+        predictor = Predictor(artifact, self.device, runtime=RuntimeOptions(
+            requested=self.config.runtime,
+            cpu_rewrites=self.config.cpu_rewrites,
+            cache_dir=self.config.runtime_cache_dir,
+            timing_batch=self.config.batch.max_batch_size,
+        ))
         preprocessor = Preprocessor(artifact.spec)
         observer = self._observer(folder.name) if self._observer else None
         handler = functools.partial(run_jobs, predictor, preprocessor, self.config.limits)
-        log.info("loaded model %s v%s from %s on %s", folder.name, artifact.spec.version, folder, self.device)
+        log.info("loaded model %s v%s from %s on %s, runtime %s", folder.name, artifact.spec.version, folder,
+                 self.device, predictor.runtime.name)
         front = FrontEnd(
             description=ModelDescription(
                 name=folder.name,
@@ -96,6 +103,7 @@ class TorchEngine:
                 device=str(self.device),
                 parameter_count=artifact.model.parameter_count(),
                 metrics=artifact.metrics,
+                runtime=predictor.runtime,
             ),
             preprocessor=preprocessor,
             limits=self.config.limits,

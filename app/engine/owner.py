@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import signal
 from collections.abc import Callable
@@ -29,7 +30,7 @@ def describe(engine: TorchEngine) -> list[dict[str, object]]:
     """The models as plain data for the `hello` message."""
     return [
         {"name": d.name, "path": str(d.path), "spec": d.spec.model_dump_json(), "device": d.device,
-         "parameter_count": d.parameter_count, "metrics": d.metrics}
+         "parameter_count": d.parameter_count, "metrics": d.metrics, "runtime": dataclasses.asdict(d.runtime)}
         for d in engine.models.values()
     ]
 

@@ -8,10 +8,11 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from app.engine.api import RuntimeReport
 from app.engine.explain import proper_subsets
-from app.model.artifact import Artifact
+from app.engine.runtime import RuntimeOptions, choose_runtime
 from app.model.batch import Sample, collate
-from app.model.cpu_inference import optimize_for_cpu
+from app.model.artifact import Artifact
 from app.model.spec import MODALITIES, ArtifactSpec
 
 log = logging.getLogger(__name__)
@@ -51,15 +52,22 @@ class Scores:
 
 
 class Predictor:
-    """Runs the model. `predict` is called from one inference thread at a time. `cpu_rewrites`: on CPU, serve the
-    faster equivalent of the model's convolutions (app.model.cpu_inference), where it answers as the original."""
+    """Runs the model. `predict` is called from one inference thread at a time. `runtime` says what runs the
+    forward pass (app.engine.runtime: eager torch, with the CPU rewrites of app.model.cpu_inference unless
+    `runtime.cpu_rewrites` is false, or ONNX Runtime); `self.runtime` reports what was chosen."""
 
-    def __init__(self, artifact: Artifact, device: torch.device, *, cpu_rewrites: bool = True) -> None:
+    def __init__(self, artifact: Artifact, device: torch.device, *, cpu_rewrites: bool = True,
+                 runtime: RuntimeOptions | None = None) -> None:
         self.spec: ArtifactSpec = artifact.spec
         self.device = device
-        self.model = artifact.model.to(device).eval()
-        if cpu_rewrites and device.type == "cpu":
-            self.model = optimize_for_cpu(self.model, collate(self._check_samples()))
+        artifact.model = artifact.model.to(device).eval()
+        options = runtime or RuntimeOptions(cpu_rewrites=cpu_rewrites)
+        served = choose_runtime(artifact, device, options)
+        self.model = served.model
+        self.runtime: RuntimeReport = served.report
+        # Explanations need the fusion's internals and its subset passes: torch serves those (the model as served
+        # when torch serves it, else the model as trained), whatever runtime serves plain predictions.
+        self._explainer = self.model if self.runtime.name == "torch" else artifact.model
         # Temperature per modality subset, looked up by the mask bits (image 1, text 2, audio 4) of each sample.
         self._temperatures = torch.tensor(
             [self.spec.temperature_for(m for i, m in enumerate(MODALITIES) if code >> i & 1) for code in range(8)]
@@ -112,7 +120,7 @@ class Predictor:
                 if explained:
                     masks = (torch.tensor(subset_codes, dtype=torch.long).unsqueeze(1) & self._bit_values) != 0
                     indices = (torch.tensor(explained, dtype=torch.long), torch.tensor(rows, dtype=torch.long), masks)
-                    logits, subset_logits, internals = self.model.forward_subsets(
+                    logits, subset_logits, internals = self._explainer.forward_subsets(
                         batch, *(t.to(self.device) for t in indices)
                     )
                     logits = torch.cat([logits, subset_logits])
@@ -143,19 +151,6 @@ class Predictor:
         if "audio" in wanted and spec.audio:
             audio = torch.zeros(spec.audio.clip_samples)
         return Sample(image=image, text=text, audio=audio)
-
-    def _check_samples(self) -> list[Sample]:
-        """Random inputs of every modality and a sample lacking one (fixed seed), to compare two versions of the
-        model on."""
-        g = torch.Generator().manual_seed(0)
-        full = self.example_sample()
-        noisy = Sample(
-            image=None if full.image is None else torch.rand(full.image.shape, generator=g) * 2 - 1,
-            text=full.text,
-            audio=None if full.audio is None else torch.randn(full.audio.shape, generator=g) * 0.1,
-        )
-        partial = self.example_sample(self.spec.ordered_modalities[:1])
-        return [noisy, full, partial]
 
     def warmup(self, max_batch_size: int) -> None:
         """Run each single modality once, then the ladder of batch sizes `warmup_sizes(max_batch_size)`, largest

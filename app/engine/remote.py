@@ -14,7 +14,7 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 from app.engine import ipc
-from app.engine.api import Announcement, ModelDescription, Prediction
+from app.engine.api import Announcement, ModelDescription, Prediction, RuntimeReport
 from app.engine.catalog import find_models
 from app.engine.config import EngineConfig
 from app.engine.frontend import FrontEnd, Outcome, predictions
@@ -208,5 +208,8 @@ class RemoteEngine:
         for m in models:
             if m["name"] in self._fronts:
                 spec = ArtifactSpec.model_validate_json(m["spec"])
+                runtime = m["runtime"]
+                report = RuntimeReport(**{**runtime, "onnx_parts": tuple(runtime["onnx_parts"]),
+                                          "speedup": {int(b): x for b, x in runtime["speedup"].items()}})
                 self._fronts[m["name"]] = self._front_for(ModelDescription(
-                    m["name"], Path(m["path"]), spec, m["device"], m["parameter_count"], m["metrics"]))
+                    m["name"], Path(m["path"]), spec, m["device"], m["parameter_count"], m["metrics"], report))

@@ -56,7 +56,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         state.metrics.model_loaded(
             description.name, description.spec.version, description.device, description.spec.ordered_modalities
         )
-    warm = asyncio.create_task(_warm_and_start(state), name="warmup")
+    warm = state.warming = asyncio.create_task(_warm_and_start(state), name="warmup")
     try:
         yield
     finally:

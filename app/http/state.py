@@ -1,6 +1,7 @@
 """The service's state, typed, built once per app from Settings: what every route and middleware reads."""
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass, field
 
 from starlette.requests import Request
@@ -20,7 +21,8 @@ class ServiceState:
     `peers` holds every process's readiness and the service-wide draining flag, and this process is `index`.
     `budget`: the memory budget for requests in flight, which the lifespan sets once the models are loaded;
     `workers` and `processes`: how many processes hold such a budget and how many share the memory (model owners
-    too), which size it."""
+    too), which size it. `warming`: the warm-up task while the lifespan runs (a host that must not route before it
+    ends awaits it)."""
 
     settings: Settings
     engine: Engine
@@ -33,6 +35,7 @@ class ServiceState:
     budget: ByteBudget = field(default_factory=ByteBudget)
     ready: bool = False
     draining: bool = False
+    warming: asyncio.Task[None] | None = None
 
     def __post_init__(self) -> None:
         self.form_limits = FormLimits(

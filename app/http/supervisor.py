@@ -106,8 +106,13 @@ class Supervisor:
 
     def _supervise(self) -> int:
         ever_ready: set[int] = set()
+        started, announced = time.monotonic(), False
         while not self._stopping:
             ever_ready |= {c.index for c in self.children if self.peers.is_ready(c.index)}
+            if not announced and len(ever_ready) == len(self.children):
+                announced = True  # the line a user looks for: where to send requests, once every process answers
+                log.info("serving on %s with %d workers (all ready in %.1f s)", self.url, self.plan.workers,
+                         time.monotonic() - started)
             dead = [c for c in self.children if c.process is not None and not c.process.is_alive()]
             for child in dead:
                 code = child.process.exitcode  # type: ignore[union-attr]
@@ -122,6 +127,12 @@ class Supervisor:
                 self._start(child)
             wait([c.process.sentinel for c in self.children if c.process is not None], timeout=0.5)
         return self._drain()
+
+    @property
+    def url(self) -> str:
+        host = self.settings.host
+        port = self.sock.getsockname()[1] if self.sock is not None else self.settings.port  # port 0: the one bound
+        return f"http://{f'[{host}]' if ':' in host else host}:{port}"
 
     def _forget(self, child: Child) -> None:
         """A dead process: not ready, and its live gauges no longer count."""

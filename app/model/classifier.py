@@ -5,7 +5,7 @@ import torch
 from torch import nn
 
 from app.model.batch import Batch
-from app.model.encoders import AudioEncoder, ImageEncoder, TextEncoder
+from app.model.encoders import AudioEncoder, ImageEncoder, TextEncoder, parameter_dtype
 from app.model.fusion import build_fusion
 from app.model.spec import MODALITIES, ArtifactSpec
 from app.model.tokenizer import Tokenizer
@@ -40,23 +40,24 @@ class FusionClassifier(nn.Module):
     def encode(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
         """Features [B, M, dim] (zeros where absent) and the presence mask [B, M] of this model's modalities."""
         mask = batch.mask[:, self.mask_columns]
-        if not bool(mask.any(dim=1).all()):
+        # A modality with a row for every sample answers the check below without looking at the mask (the common
+        # case; a tensor reduction and its read-back cost more than a small encoder's batch of one).
+        inputs = {m: getattr(batch, m) for m in self.modalities}
+        if all(t is None or t.shape[0] < batch.size for t in inputs.values()) and not bool(mask.any(dim=1).all()):
             raise ValueError(f"every sample needs at least one of this model's modalities {list(self.modalities)}")
+        dtype = self._dtype()
         rows: list[torch.Tensor] = []
         for i, m in enumerate(self.modalities):
-            present = mask[:, i]
-            if m == "image" and batch.image is not None:
-                f = self.encoders["image"](batch.image)
-            elif m == "text" and batch.text is not None:
-                f = self.encoders["text"](batch.text, batch.text_padding)
-            elif m == "audio" and batch.audio is not None:
-                f = self.encoders["audio"](batch.audio)
+            x = inputs[m]
+            if x is None:
+                rows.append(torch.zeros(batch.size, self.spec.fusion.dim, device=mask.device, dtype=dtype))
+                continue
+            f = self.encoders[m](x, batch.text_padding) if m == "text" else self.encoders[m](x)
+            if f.shape[0] == batch.size:  # every sample has it
+                rows.append(f.to(dtype))
             else:
-                f = None
-            slot = torch.zeros(batch.size, self.spec.fusion.dim, device=mask.device, dtype=self._dtype())
-            if f is not None:
-                slot = slot.index_put((present.nonzero(as_tuple=True)[0],), f.to(slot.dtype))
-            rows.append(slot)
+                slot = torch.zeros(batch.size, self.spec.fusion.dim, device=mask.device, dtype=dtype)
+                rows.append(slot.index_put((mask[:, i].nonzero(as_tuple=True)[0],), f.to(dtype)))
         return torch.stack(rows, dim=1), mask
 
     def forward(self, batch: Batch) -> torch.Tensor:
@@ -85,7 +86,7 @@ class FusionClassifier(nn.Module):
         return logits[: batch.size], logits[batch.size :], internals
 
     def _dtype(self) -> torch.dtype:
-        return next(self.fusion.parameters()).dtype
+        return parameter_dtype(self.fusion)
 
     def parameter_count(self) -> int:
         return sum(p.numel() for p in self.parameters())

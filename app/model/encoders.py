@@ -124,22 +124,25 @@ class TemporalCNN(nn.Module):
 
 
 class AudioEncoder(nn.Module):
-    """Waveforms [N, S] at the spec's sample rate -> log-mel -> temporal or 2-D small CNN -> [N, dim]."""
+    """Waveforms [N, S] at the spec's sample rate -> log-mel -> temporal or 2-D small CNN -> [N, dim].
+
+    Also takes the log-mel [N, 1, n_mels, frames] itself, computed beforehand by `LogMel.from_spec(spec)` (the same
+    module as `self.features`), so the front end can run elsewhere than the model (another process, or a step
+    before the batch is formed)."""
 
     def __init__(self, spec: AudioSpec, dim: int) -> None:
         super().__init__()
-        self.features = LogMel(
-            spec.sample_rate,
-            spec.n_fft,
-            spec.hop_length,
-            spec.n_mels,
-            spec.f_min,
-            spec.f_max if spec.f_max is not None else spec.sample_rate / 2,
-        )
+        self.features = LogMel.from_spec(spec)
         self.cnn: nn.Module = (
             TemporalCNN(spec.n_mels, spec.width, dim) if spec.encoder == "tcnn" else SmallCNN(1, spec.width, dim)
         )
 
-    def forward(self, wave: torch.Tensor) -> torch.Tensor:
-        mel = self.features(wave)
-        return self.cnn(mel.to(next(self.cnn.parameters()).dtype))
+    def forward(self, audio: torch.Tensor) -> torch.Tensor:
+        mel = self.features(audio) if audio.dim() == 2 else audio
+        return self.cnn(mel.to(parameter_dtype(self.cnn)))
+
+
+def parameter_dtype(module: nn.Module, default: torch.dtype = torch.float32) -> torch.dtype:
+    """The dtype of `module`'s first parameter; `default` for a module without any (e.g. one served by another
+    runtime)."""
+    return next((p.dtype for p in module.parameters()), default)

@@ -9,6 +9,7 @@ import hashlib
 import json
 import os
 import shlex
+import shutil
 import socket
 import subprocess
 import sys
@@ -155,7 +156,11 @@ def build_image(workdir: Path) -> Build:
         result = podman("build", "--pull=never", "--format", "docker", "--network", "host",
                         "--build-arg", f"PYTHON_IMAGE={base}", *pip_args, "--tag", IMAGE, "--file",
                         str(ROOT / "Dockerfile"), str(ROOT), timeout=3600, check=False)
-    assert result.returncode == 0, f"podman build failed:\n{result.stdout[-6000:]}\n{result.stderr[-3000:]}"
+    if result.returncode != 0:
+        store = podman("info", "--format", "{{.Store.GraphRoot}}", check=False).stdout.strip() or "/var/lib/containers"
+        free_gib = shutil.disk_usage(store).free / 2**30
+        raise AssertionError(f"podman build failed ({free_gib:.1f} GiB left free in {store}):\n"
+                             f"{result.stdout[-6000:]}\n{result.stderr[-3000:]}")
     return Build(image=IMAGE, base=base, base_s=base_s, build_s=time.monotonic() - t0)
 
 

@@ -245,3 +245,24 @@ def test_on_cuda_explanations_add_up_and_agree_with_the_cpu(tmp_path: Path, dtyp
         np.testing.assert_allclose(e.attributions.sum(axis=0), scores.probabilities - 1 / 3, atol=1e-5)
         for code, probs in scores.subsets.items():
             np.testing.assert_allclose(probs, reference.subsets[code], atol=tolerance)
+
+
+def test_a_model_served_by_onnx_runtime_explains_as_torch_does(tmp_path: Path) -> None:
+    """Plain predictions may run on ONNX Runtime; explanations (the fusion's internals, the subset passes) run on
+    torch, and agree with a torch-served model's, including the probabilities of the sample itself."""
+    from app.engine.runtime import RuntimeOptions
+
+    spec = tiny_spec(fusion="attention", subset_temperatures=TEMPERATURES)
+    folder = write_tiny_artifact(tmp_path / "m", spec, seed=3)
+    served = Predictor(load_artifact(folder), torch.device("cpu"), runtime=RuntimeOptions(requested="onnxruntime"))
+    reference = Predictor(load_artifact(folder), torch.device("cpu"), runtime=RuntimeOptions(requested="torch"))
+    assert served.runtime.name == "onnxruntime"
+    sample = full_sample(5)
+    got, want = explained(served, sample), explained(reference, sample)
+    np.testing.assert_allclose(got.attributions, want.attributions, atol=1e-5)
+    assert got.subsets.keys() == want.subsets.keys()
+    for key in want.subsets:
+        np.testing.assert_allclose(got.subsets[key], want.subsets[key], atol=1e-5)
+    assert got.fusion.keys() == want.fusion.keys() and got.fusion  # attention weights, from torch
+    (plain,) = served.predict([sample])  # ONNX Runtime's answer
+    np.testing.assert_allclose(plain.probabilities, reference.predict([sample])[0].probabilities, atol=1e-4)

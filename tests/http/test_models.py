@@ -1,10 +1,13 @@
 """GET /v1/models, /v1/models/{name}, /healthz, /docs: what a user reads before calling predict."""
 from __future__ import annotations
 
+import shutil
+from pathlib import Path
+
 import pytest
 
-from tests.helpers import LABELS
-from tests.server import Server
+from tests.helpers import LABELS, png_bytes, wav_bytes
+from tests.server import Server, running_server
 
 
 def test_models_list_describes_the_default_model(server: Server) -> None:
@@ -23,6 +26,7 @@ def test_models_list_describes_the_default_model(server: Server) -> None:
     }
     assert info["parameters"] > 0
     assert info["device"] == "cpu"
+    assert info["runtime"]["name"] == "torch" and info["runtime"]["requested"] == "torch"  # tests/conftest.py
     assert info["preprocessing"] == {
         "image_size": 16,
         "image_channels": 1,
@@ -75,3 +79,23 @@ def test_openapi_offers_file_pickers_and_a_text_box(server: Server) -> None:
         assert props["audio"]["format"] == "binary"
         assert props["text"]["type"] == "string" and "format" not in props["text"]
 
+
+
+def test_a_model_served_by_onnxruntime_says_so_and_answers_as_torch(exported: Path, tmp_path: Path) -> None:
+    models = tmp_path / "models"
+    shutil.copytree(exported, models / "m")  # with its cached exports: nothing is exported again here
+    request = {"image": ("x.png", png_bytes((16, 16), mode="L"), "image/png"), "text": (None, "a dog"),
+               "audio": ("x.wav", wav_bytes(0.25), "audio/wav")}
+    answers = {}
+    for runtime in ("onnxruntime", "torch"):
+        with running_server(models, runtime=runtime, runtime_cache_dir=str(tmp_path / "cache")) as s, s.client() as c:
+            info = c.get("/v1/models/m").json()["runtime"]
+            assert info["name"] == runtime and info["requested"] == runtime
+            r = c.post("/v1/predict", files=request)
+            assert r.status_code == 200, r.text
+            answers[runtime] = r.json()["probabilities"]
+            if runtime == "onnxruntime":
+                assert info["onnx_parts"] == ["all", "audio", "fusion", "image", "text"]
+                assert 0 <= info["parity"] <= 1e-4
+    assert answers["onnxruntime"].keys() == answers["torch"].keys()
+    assert max(abs(answers["onnxruntime"][k] - answers["torch"][k]) for k in answers["torch"]) < 1e-4

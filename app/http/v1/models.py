@@ -6,7 +6,7 @@ from fastapi import APIRouter, Request
 from app.engine.api import ModelDescription
 from app.http.state import ServiceState, service
 from app.http.v1.predict import ModelName
-from app.http.v1.schemas import ErrorBody, Limits, ModelInfo, ModelList, Preprocessing
+from app.http.v1.schemas import ErrorBody, Limits, ModelInfo, ModelList, Preprocessing, RuntimeInfo
 
 router = APIRouter(tags=["models"])
 NOT_READY = {503: {"model": ErrorBody, "description": "Loading, warming up, or shutting down."}}
@@ -56,6 +56,14 @@ def model_info(model: ModelDescription, default_name: str | None, state: Service
         fusion=spec.fusion.type,
         parameters=model.parameter_count,
         device=model.device,
+        runtime=RuntimeInfo(
+            name=model.runtime.name,
+            requested=model.runtime.requested,
+            onnx_parts=list(model.runtime.onnx_parts),
+            parity=model.runtime.parity,
+            speedup={str(size): round(x, 3) for size, x in model.runtime.speedup.items()},
+            note=model.runtime.note,
+        ),
         temperature=spec.temperature,
         subset_temperatures=spec.subset_temperatures,
         preprocessing=Preprocessing(

@@ -110,6 +110,19 @@ class Limits(BaseModel):
     inflight_bytes_reserve: int = Field(description="The part of that budget only decoding may use.")
 
 
+class RuntimeInfo(BaseModel):
+    name: str = Field(description="What runs the forward pass: `torch` (eager PyTorch) or `onnxruntime`.",
+                      examples=["onnxruntime"])
+    requested: str = Field(description="FUSION_RUNTIME: `auto`, `torch` or `onnxruntime`.")
+    onnx_parts: list[str] = Field(description="The parts (encoders, `fusion` head) ONNX Runtime serves; torch the rest.")
+    parity: float | None = Field(
+        description="Largest difference of any logit from the model as trained, over the inputs checked at load "
+        "(every modality subset); null where the model is served as trained.")
+    speedup: dict[str, float] = Field(
+        description="Eager torch's time over the served runtime's per batch size, as measured at load (`auto`).")
+    note: str = Field(description="Why this runtime is served (a fallback says what failed).")
+
+
 class ModelInfo(BaseModel):
     name: str
     version: str
@@ -121,6 +134,7 @@ class ModelInfo(BaseModel):
     fusion: str
     parameters: int
     device: str
+    runtime: RuntimeInfo
     temperature: float = Field(description="Calibration temperature for input subsets without their own.")
     subset_temperatures: dict[str, float] = Field(description="Calibration temperature per input subset.")
     preprocessing: Preprocessing
