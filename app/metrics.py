@@ -6,8 +6,10 @@ PROMETHEUS_MULTIPROC_DIR before it starts them, every process writes its values 
 """
 from __future__ import annotations
 
+import itertools
 import os
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from prometheus_client import (
     CollectorRegistry,
@@ -20,6 +22,10 @@ from prometheus_client.exposition import choose_encoder
 from prometheus_client.multiprocess import MultiProcessCollector
 
 from app.inputs.budget import ByteBudget
+from app.model.spec import subset_key
+
+if TYPE_CHECKING:
+    from app.engine.api import Prediction
 
 # No `*_created` series beside every counter and histogram: they double the series count and nothing here reads them.
 disable_created_metrics()
@@ -102,6 +108,22 @@ class ServiceMetrics:
             registry=r,
             multiprocess_mode="max",
         )
+        self.predictions = Counter(
+            "fusion_predictions_total",
+            "Samples predicted, by model and the inputs each sent (the modality mix: image, image+text, ...).",
+            ("model", "modalities"),
+            registry=r,
+        )
+        self.explained = Counter(
+            "fusion_explained_predictions_total", "Samples predicted with an explanation.", ("model",), registry=r
+        )
+        self.conflicts = Counter(
+            "fusion_modality_conflicts_total",
+            "Explained predictions where an input alone gives another label than the answer a calibrated probability "
+            "of 0.8 or more, by that input (a prediction with two such inputs counts under each).",
+            ("model", "modality"),
+            registry=r,
+        )
         self.inflight_bytes = Gauge(
             "fusion_inflight_bytes",
             "Bytes that requests in flight hold on the memory budget: bodies as admitted or received, inputs while "
@@ -135,8 +157,25 @@ class ServiceMetrics:
         """The batcher's observer for one model (`ModelRegistry(observer_factory=...)`)."""
         return BatchMetrics(self, model)
 
-    def model_loaded(self, model: str, version: str, device: str) -> None:
+    def model_loaded(self, model: str, version: str, device: str, modalities: Sequence[str] = ()) -> None:
+        """Record a served model; its prediction series (every modality mix, explanations, conflicts) start at 0
+        from the first scrape, so a mix nobody sends shows as 0 rather than as no data."""
         self.model_info.labels(model, version, device).set(1)
+        for size in range(1, len(modalities) + 1):
+            for subset in itertools.combinations(modalities, size):
+                self.predictions.labels(model, subset_key(subset))
+        self.explained.labels(model)
+        for modality in modalities:
+            self.conflicts.labels(model, modality)
+
+    def observe_predictions(self, model: str, predictions: Sequence[Prediction]) -> None:
+        """Count answered samples by modality mix, and the explained ones and their conflicts."""
+        for p in predictions:
+            self.predictions.labels(model, subset_key(p.modalities)).inc()
+            if p.explanation is not None:
+                self.explained.labels(model).inc()
+                for modality in p.explanation.conflicts:
+                    self.conflicts.labels(model, modality).inc()
 
     def observe_request(self, method: str, route: str, status: int, seconds: float) -> None:
         """Count one answered HTTP request. `route` must be a template (bounded), never the raw path."""

@@ -77,7 +77,7 @@ def main() -> None:
         for r, p in predictors.items():
             out: list[np.ndarray] = []
             for i in range(0, len(samples), BATCH):
-                out += p.predict(samples[i:i + BATCH])
+                out += [s.probabilities for s in p.predict(samples[i:i + BATCH])]
             probs[r] = np.stack(out)
         total += len(samples)
         ref = probs["main"]

@@ -42,8 +42,8 @@ def build(model_dir: Path) -> FastAPI:
         raw = RawInputs(
             image=image.file.read() if image else None, text=text, audio=audio.file.read() if audio else None
         )
-        (probs,) = predictor.predict([prepare_sample(preprocessor, raw, limits)])
-        return {"probabilities": dict(zip(labels, probs.tolist()))}
+        (scores,) = predictor.predict([prepare_sample(preprocessor, raw, limits)])
+        return {"probabilities": dict(zip(labels, scores.probabilities.tolist()))}
 
     return app
 

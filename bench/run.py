@@ -156,7 +156,10 @@ def _descendants(pid: int) -> list[int]:
     return [p for c in children for p in (c, *_descendants(c))]
 
 
-def wrk(server: Server, body: Path, ctype: str, conns: int, seconds: int, pin: str | None = CLIENT_CORE) -> dict:
+def wrk(
+    server: Server, body: Path, ctype: str, conns: int, seconds: int, pin: str | None = CLIENT_CORE,
+    path: str = "/v1/predict",
+) -> dict:
     script = WORK / "post.lua"
     script.write_text(
         'local f = io.open(os.getenv("BENCH_BODY"), "rb"); local body = f:read("*all"); f:close()\n'
@@ -166,7 +169,7 @@ def wrk(server: Server, body: Path, ctype: str, conns: int, seconds: int, pin: s
     h0, c0 = server.batch_hist(), server.cpu_s()
     out = subprocess.run(
         [*pinned(pin), "wrk", "-t1", f"-c{conns}", f"-d{seconds}s", "-s", str(script), "--latency",
-         f"{server.url}/v1/predict"],
+         f"{server.url}{path}"],
         env=env, capture_output=True, text=True, check=True,
     ).stdout
     c1, h1 = server.cpu_s(), server.batch_hist()

@@ -40,11 +40,11 @@ import sys, time
 from app.engine import predictor
 from app.cli import main
 predict, held = predictor.Predictor.predict, [False]
-def slow(self, samples):
+def slow(self, samples, explain=()):
     if not held[0]:
         held[0] = True
         time.sleep(float(sys.argv[1]))
-    return predict(self, samples)
+    return predict(self, samples, explain)
 predictor.Predictor.predict = slow
 sys.exit(main(["serve"]))
 """

@@ -1,7 +1,8 @@
 """A fake engine: the `app.engine.api.Engine` interface without torch or a model, for tests of the HTTP layer.
 
 It answers from the bytes it is given (the label whose index is the sample's total input length modulo the
-label count gets 0.9), records every call, and can be told to fail, so a test sees exactly what an adapter
+label count gets 0.9; explained, each subset of the inputs is answered so too), records every call, and can be
+told to fail, so a test sees exactly what an adapter
 handed the engine and how an engine error reaches the caller. Importing it imports no torch.
 """
 from __future__ import annotations
@@ -14,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from app.config import Settings
+from app.engine import explain as explaining
 from app.engine.api import Announcement, ModelDescription, Prediction
 from app.errors import MissingInput, ModalityNotSupported, ModelNotFound, ServiceError
 from app.inputs.budget import ByteBudget
@@ -39,6 +41,17 @@ def expected_probabilities(raw: RawInputs) -> np.ndarray:
     return probs
 
 
+def expected_explanation(raw: RawInputs) -> explaining.Explanation:
+    """What the fake engine explains for `raw`: each subset of its inputs answered as `expected_probabilities`."""
+    sent = explaining.mask_code(raw.modalities)
+    subsets = {
+        code: expected_probabilities(RawInputs(**{m: getattr(raw, m) for m in explaining.members(code)}))
+        for code in explaining.proper_subsets(sent)
+    }
+    internals = {"attention": np.full((1, 3), 1 / 4, dtype=np.float32)}  # the fake spec's fusion: attention
+    return explaining.build(expected_probabilities(raw), subsets, sent, fake_spec().ordered_modalities, internals)
+
+
 class _Withdrawn:
     def __init__(self, engine: FakeEngine) -> None:
         self.engine = engine
@@ -52,6 +65,7 @@ class FakeEngine:
     settings: Settings
     names: tuple[str, ...] = ("fake",)
     calls: list[tuple[str | None, list[RawInputs]]] = field(default_factory=list)
+    explained: list[bool] = field(default_factory=list)
     fail_with: ServiceError | None = None
     withdrawn: int = 0
     budgets: list[ByteBudget | None] = field(default_factory=list)
@@ -103,10 +117,13 @@ class FakeEngine:
         raws: Sequence[RawInputs],
         announcement: Announcement | None = None,
         budget: ByteBudget | None = None,
+        *,
+        explain: bool = False,
     ) -> list[Prediction]:
         self.describe(name)
         self.calls.append((name, list(raws)))
         self.budgets.append(budget)
+        self.explained.append(explain)
         if announcement is not None:
             announcement.withdraw()
         if self.fail_with is not None:
@@ -117,7 +134,11 @@ class FakeEngine:
             if set(raw.modalities) - set(fake_spec().modalities):
                 raise ModalityNotSupported("not accepted")
         await asyncio.sleep(0)
-        return [Prediction(expected_probabilities(r), r.modalities, 0.0, 0.0, 0.0, len(raws)) for r in raws]
+        return [
+            Prediction(expected_probabilities(r), r.modalities, 0.0, 0.0, 0.0, len(raws),
+                       expected_explanation(r) if explain else None)
+            for r in raws
+        ]
 
 
 def fake_engine_factory(holder: list[FakeEngine]):  # noqa: ANN201 - an EngineFactory

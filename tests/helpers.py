@@ -93,11 +93,11 @@ class Gate:
         self.entered = threading.Event()
         self.batch_sizes: list[int] = []
 
-    def _predict(self, samples: list) -> list:
+    def _predict(self, samples: list, explain: tuple = ()) -> list:
         self.batch_sizes.append(len(samples))
         self.entered.set()
         assert self.release.wait(20)
-        return self.original(samples)
+        return self.original(samples, explain)
 
     def __enter__(self) -> Gate:
         self.model.predictor.predict = self._predict  # type: ignore[method-assign]

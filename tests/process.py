@@ -27,9 +27,9 @@ import os, time
 if float(os.environ.get("SLOW_FORWARD_S", "0")) > 0:
     from app.engine import predictor
     _predict = predictor.Predictor.predict
-    def _slow(self, samples):
+    def _slow(self, samples, *args, **kwargs):
         time.sleep(float(os.environ["SLOW_FORWARD_S"]))
-        return _predict(self, samples)
+        return _predict(self, samples, *args, **kwargs)
     predictor.Predictor.predict = _slow
 """
 

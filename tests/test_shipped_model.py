@@ -73,6 +73,35 @@ def test_the_shipped_model_describes_its_own_encoders(shipped: Server) -> None:
     assert info["encoders"]["image"] == config["image"]["encoder"]
 
 
+def test_readme_explain_example(shipped: Server) -> None:
+    """README's explained example is what the shipped model answers, and its attributions add up."""
+    section = (ROOT / "README.md").read_text(encoding="utf-8").split("## Explaining a prediction", 1)[1]
+    curl = re.search(r"```bash\n(.+?)\n```", section, flags=re.S).group(1)
+    expected = json.loads(re.search(r"```json\n(.+?)\n```", section, flags=re.S).group(1))
+    files = readme_files() | {"text": (None, re.search(r'-F text="([^"]+)"', curl).group(1))}
+    params = dict(re.findall(r"[?&](\w+)=(\w+)", curl))
+    assert params == {"top_k": "2", "explain": "true"}
+    with shipped.client() as c:
+        r = c.post("/v1/predict", params=params, files=files)
+    assert r.status_code == 200, r.text
+    body, e = r.json(), r.json()["explanation"]
+    assert [t["label"] for t in body["top"]] == [t["label"] for t in expected["top"]]
+    assert body["modalities"] == expected["modalities"]
+
+    def rounded(x: object) -> object:
+        if isinstance(x, float):
+            return round(x, 2)
+        if isinstance(x, dict):
+            return {k: rounded(v) for k, v in x.items()}
+        if isinstance(x, list):
+            return [rounded(v) for v in x]
+        return x
+
+    assert rounded(e) == rounded(expected["explanation"])
+    for label, shares in e["attributions"].items():
+        assert sum(shares.values()) == pytest.approx(body["probabilities"][label] - e["baseline"], abs=1e-5)
+
+
 def test_the_shipped_model_reports_its_runtime(shipped: Server) -> None:
     """FUSION_RUNTIME's default: ONNX Runtime where it answers as the model as trained and is the faster at load;
     which one won depends on the machine, what it must report does not."""

@@ -12,6 +12,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from app.engine.explain import Explanation
 from app.inputs.budget import ByteBudget
 from app.inputs.parts import RawInputs
 from app.model.spec import ArtifactSpec, Modality
@@ -49,7 +50,7 @@ class ModelDescription:
 
 @dataclass(frozen=True, slots=True)
 class Prediction:
-    """One sample's calibrated probabilities (in label order) and how it was served."""
+    """One sample's calibrated probabilities (in label order), how it was served, and why (when asked to explain)."""
 
     probabilities: np.ndarray
     modalities: tuple[Modality, ...]
@@ -57,6 +58,7 @@ class Prediction:
     queue_ms: float
     compute_ms: float
     batch_size: int
+    explanation: Explanation | None = None
 
 
 class Announcement(Protocol):
@@ -112,7 +114,11 @@ class Engine(Protocol):
         raws: Sequence[RawInputs],
         announcement: Announcement | None = None,
         budget: ByteBudget | None = None,
+        *,
+        explain: bool = False,
     ) -> list[Prediction]:
         """Predictions for 1..N samples, in order. Every sample is checked; a failing sample fails the call with
         its error (naming it when there are several). With a `budget`, each sample's decoded footprint is held on
-        it while the sample is decoded (Overloaded when it does not fit)."""
+        it while the sample is decoded (Overloaded when it does not fit). `explain`: each prediction also carries
+        its `Explanation` (app.engine.explain), computed in the same batch: a sample of m modalities weighs
+        2^m - 1 rows."""

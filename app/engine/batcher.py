@@ -7,6 +7,9 @@ already holds, within `max_wait`: it lets the event loop run a few passes (the l
 uploads already received are read) and waits for requests announced while their uploads arrive (`announce`).
 It never waits for requests the server has not seen: a lone client pays a few event-loop passes, no more.
 
+A request may weigh several rows (`submit(..., rows=n)`): a batch holds at most `max_batch_size` rows, whatever a row
+is to the handler; a request heavier than that runs alone.
+
 Every admitted request gets exactly one answer: its result, or the exception the handler returned in its place;
 DeadlineExceeded if it was still queued at its deadline (never computed); ModelFailure if its batch raised;
 NotReady if the batcher was stopped before it ran.
@@ -96,10 +99,13 @@ class Announcement:
 
 
 class _Pending(Generic[T, R]):
-    __slots__ = ("payload", "future", "admitted", "deadline", "timer", "dispatched")
+    __slots__ = ("payload", "rows", "future", "admitted", "deadline", "timer", "dispatched")
 
-    def __init__(self, payload: T, future: asyncio.Future[BatchResult[R]], admitted: float, deadline: float) -> None:
+    def __init__(
+        self, payload: T, rows: int, future: asyncio.Future[BatchResult[R]], admitted: float, deadline: float
+    ) -> None:
         self.payload = payload
+        self.rows = rows
         self.future = future
         self.admitted = admitted
         self.deadline = deadline
@@ -167,15 +173,18 @@ class DynamicBatcher(Generic[T, R]):
         self._announced += 1
         return Announcement(self)
 
-    async def submit(self, payload: T, announcement: Announcement | None = None) -> BatchResult[R]:
+    async def submit(self, payload: T, announcement: Announcement | None = None, rows: int = 1) -> BatchResult[R]:
         """Queue one payload and wait for its result; raises Overloaded at once when the queue is full.
-        `announcement`, if the request was announced, ends once it is queued (or refused)."""
+        `announcement`, if the request was announced, ends once it is queued (or refused). `rows`: what the
+        payload weighs against `max_batch_size`."""
         if announcement is not None:
             announcement.withdraw()
+        if rows < 1:
+            raise ValueError("a request weighs at least one row")
         self.admit()
         loop = asyncio.get_running_loop()
         now = time.perf_counter()
-        pending: _Pending[T, R] = _Pending(payload, loop.create_future(), now, now + self.config.timeout_s)
+        pending: _Pending[T, R] = _Pending(payload, rows, loop.create_future(), now, now + self.config.timeout_s)
         # The loop's clock may tick in whole milliseconds (uvloop): fine for a deadline, not for measuring.
         pending.timer = loop.call_later(self.config.timeout_s, self._expire, pending)
         self._queue.append(pending)
@@ -210,12 +219,20 @@ class DynamicBatcher(Generic[T, R]):
                 )
             )
 
-    def _take(self, n: int) -> list[_Pending[T, R]]:
+    def _take(self, rows: int, first: bool) -> list[_Pending[T, R]]:
+        """Requests from the head of the queue, in order, weighing at most `rows` in all; when `first` (the batch
+        is empty so far), the head request even if it alone weighs more."""
         taken: list[_Pending[T, R]] = []
-        while self._queue and len(taken) < n:
-            pending = self._queue.popleft()
-            if not pending.future.done():
-                taken.append(pending)
+        while self._queue:
+            pending = self._queue[0]
+            if pending.future.done():
+                self._queue.popleft()
+                continue
+            if pending.rows > rows and not (first and not taken):
+                break
+            self._queue.popleft()
+            taken.append(pending)
+            rows -= pending.rows
         self._observer.queue_depth(len(self._queue))
         return taken
 
@@ -223,14 +240,14 @@ class DynamicBatcher(Generic[T, R]):
         loop = asyncio.get_running_loop()
         size = self.config.max_batch_size
         while True:
-            batch = self._take(size)
+            batch = self._take(size, first=True)
             if not batch:
                 if self._closing:
                     return
                 self._wakeup.clear()
                 await self._wakeup.wait()
                 continue
-            if len(batch) < size and self.config.max_wait_s > 0 and not self._closing:
+            if _rows(batch) < size and self.config.max_wait_s > 0 and not self._closing:
                 await self._gather_company(batch, size)
             batch = [p for p in batch if not p.future.done()]
             if batch:
@@ -244,7 +261,10 @@ class DynamicBatcher(Generic[T, R]):
         was busy waited for the model, not for company)."""
         until = time.perf_counter() + self.config.max_wait_s
         quiet_passes = 0
-        while len(batch) < size and not self._closing and (remaining := until - time.perf_counter()) > 0:
+        while (room := size - _rows(batch)) > 0 and not self._closing:
+            remaining = until - time.perf_counter()
+            if remaining <= 0 or self._queue:  # a request still queued did not fit: the batch is as full as it gets
+                return
             had = len(batch)
             if self._announced:
                 self._wakeup.clear()
@@ -254,7 +274,7 @@ class DynamicBatcher(Generic[T, R]):
                     pass
             else:
                 await asyncio.sleep(0)  # one pass of the event loop
-            batch += self._take(size - len(batch))
+            batch += self._take(room, first=False)
             if len(batch) == had and not self._announced:
                 quiet_passes += 1
                 if quiet_passes >= _QUIET_PASSES:
@@ -299,3 +319,7 @@ class DynamicBatcher(Generic[T, R]):
             pending.timer.cancel()
         if not pending.future.done():
             pending.future.set_exception(error)
+
+
+def _rows(batch: list[_Pending[Any, Any]]) -> int:
+    return sum(p.rows for p in batch)

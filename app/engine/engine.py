@@ -140,5 +140,7 @@ class TorchEngine:
         raws: Sequence[RawInputs],
         announcement: Announcement | None = None,
         budget: ByteBudget | None = None,
+        *,
+        explain: bool = False,
     ) -> list[Prediction]:
-        return await self.get(name).predict(raws, announcement, budget)
+        return await self.get(name).predict(raws, announcement, budget, explain=explain)

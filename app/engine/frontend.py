@@ -11,6 +11,7 @@ from typing import TypeVar
 
 from app.engine import pipeline
 from app.engine.api import ModelDescription, Prediction
+from app.engine.explain import Explanation
 from app.engine.pipeline import Job, run_cpu
 from app.errors import MissingInput, ModalityNotSupported, PayloadTooLarge, ServiceError
 from app.inputs.budget import ByteBudget
@@ -23,13 +24,15 @@ T = TypeVar("T")
 
 @dataclass(frozen=True, slots=True)
 class Outcome:
-    """One sample's answer from the model's side: probabilities and how it was served there."""
+    """One sample's answer from the model's side: probabilities, how it was served there, and its explanation
+    (when asked for)."""
 
     probabilities: object  # np.ndarray
     preprocess_ms: float  # decoding in the inference thread (0 when it came preprocessed)
     queue_ms: float
     compute_ms: float
     batch_size: int
+    explanation: Explanation | None = None
 
 
 @dataclass
@@ -49,12 +52,17 @@ class FrontEnd:
         return self.description.name
 
     async def jobs(
-        self, raws: Sequence[RawInputs], admit: Callable[[], None], budget: ByteBudget | None = None
+        self,
+        raws: Sequence[RawInputs],
+        admit: Callable[[], None],
+        budget: ByteBudget | None = None,
+        explain: bool = False,
     ) -> tuple[list[Job], float]:
-        """The jobs for a call's samples, and the time spent decoding them here. `admit` raises if the model would
-        refuse the work now, before any CPU is spent decoding. Where a lone sample is left raw, the inference
-        thread decodes it; otherwise every sample is decoded before any is queued, so a bad sample in a call of
-        several costs no forward pass. Each sample's decoded footprint is held on `budget` while it is decoded."""
+        """The jobs for a call's samples (each to be explained, with `explain`), and the time spent decoding them
+        here. `admit` raises if the model would refuse the work now, before any CPU is spent decoding. Where a lone
+        sample is left raw, the inference thread decodes it; otherwise every sample is decoded before any is
+        queued, so a bad sample in a call of several costs no forward pass. Each sample's decoded footprint is held
+        on `budget` while it is decoded."""
         if not raws:
             raise MissingInput("the request holds no samples; send at least one")
         if len(raws) > self.max_samples:
@@ -65,7 +73,7 @@ class FrontEnd:
         for i, raw in enumerate(raws):
             named(i, len(raws), self._check_modalities, raw)
         if self.decode_in_batch and self.pool is None and len(raws) == 1:
-            return [Job(raw=raws[0], budget=budget)], 0.0
+            return [Job(raw=raws[0], budget=budget, explain=explain)], 0.0
         admit()
         t0 = time.perf_counter()
         samples = await asyncio.gather(
@@ -75,7 +83,8 @@ class FrontEnd:
             return_exceptions=True,
         )
         raise_first(samples)
-        return [Job(sample=s) for s in samples], (time.perf_counter() - t0) * 1e3  # type: ignore[arg-type]
+        jobs = [Job(sample=s, explain=explain) for s in samples]  # type: ignore[arg-type]  # no exception left
+        return jobs, (time.perf_counter() - t0) * 1e3
 
     def _check_modalities(self, raw: RawInputs) -> None:
         spec = self.description.spec
@@ -99,6 +108,7 @@ def predictions(raws: Sequence[RawInputs], outcomes: Sequence[Outcome], preproce
             queue_ms=o.queue_ms,
             compute_ms=o.compute_ms,
             batch_size=o.batch_size,
+            explanation=o.explanation,
         )
         for raw, o in zip(raws, outcomes)
     ]

@@ -51,8 +51,8 @@ class Owner:
             while True:
                 message = await ipc.receive(reader)
                 if message[0] == "predict":
-                    _, rid, name, packed = message
-                    task = asyncio.create_task(self._predict(writer, rid, name, packed))
+                    _, rid, name, packed, explain = message
+                    task = asyncio.create_task(self._predict(writer, rid, name, packed, explain))
                     tasks[rid] = task
                     self.running.add(task)
                     task.add_done_callback(lambda t, rid=rid: (tasks.pop(rid, None), self.running.discard(t)))
@@ -66,13 +66,13 @@ class Owner:
                 task.cancel()
             writer.close()
 
-    async def _predict(self, writer: asyncio.StreamWriter, rid: int, name: str, packed: list) -> None:
+    async def _predict(self, writer: asyncio.StreamWriter, rid: int, name: str, packed: list, explain: bool) -> None:
         try:
             served = self.engine.get(name)
-            jobs = [Job(sample=s) for s in ipc.unpack_samples(packed)]
+            jobs = [Job(sample=s, explain=explain) for s in ipc.unpack_samples(packed)]
             outcomes = await served.submit_all(jobs)
-            reply: tuple = ("ok", rid, [(o.probabilities, o.preprocess_ms, o.queue_ms, o.compute_ms, o.batch_size)
-                                        for o in outcomes])
+            reply: tuple = ("ok", rid, [(o.probabilities, o.preprocess_ms, o.queue_ms, o.compute_ms, o.batch_size,
+                                         o.explanation) for o in outcomes])
         except ServiceError as exc:
             reply = ("error", rid, *ipc.error_fields(exc))
         except Exception:  # a bug: the front end gets a 500, the log gets the trace

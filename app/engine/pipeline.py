@@ -15,6 +15,8 @@ from typing import TypeVar
 
 import numpy as np
 
+from app.engine import explain
+from app.engine.explain import Explanation
 from app.engine.predictor import Predictor
 from app.host import available_cpus, decode_threads
 from app.inputs.audio import decode_audio
@@ -33,21 +35,34 @@ T = TypeVar("T")
 @dataclass(frozen=True, slots=True)
 class Job:
     """One sample in the batcher's queue: preprocessed already, or raw, to be decoded in the inference thread
-    (within `budget`, when there is one)."""
+    (within `budget`, when there is one); `explain`: also run it on every subset of its modalities
+    (app.engine.explain)."""
 
     sample: Sample | None = None
     raw: RawInputs | None = None
     budget: ByteBudget | None = None
+    explain: bool = False
+
+    @property
+    def rows(self) -> int:
+        """What the job weighs in a batch: explained, it runs once more per other non-empty subset of its m
+        modalities, 2^m - 1 rows in all; else 1."""
+        if not self.explain:
+            return 1
+        held = self.sample if self.sample is not None else self.raw
+        assert held is not None
+        return (1 << len(held.modalities)) - 1
 
 
 @dataclass(frozen=True, slots=True)
 class Scored:
     """One sample's output from a batch: its probabilities, the time its decoding took there (0 when it came
-    preprocessed), and the time of the batch's forward pass."""
+    preprocessed), the time of the batch's forward pass, and its explanation when it asked for one."""
 
     probabilities: np.ndarray
     preprocess_ms: float
     forward_ms: float
+    explanation: Explanation | None = None
 
 
 def prepare_sample(
@@ -87,10 +102,15 @@ def run_jobs(
         placed.append((i, (time.perf_counter() - t0) * 1e3))
     if samples:
         t0 = time.perf_counter()
-        probabilities = predictor.predict(samples)
+        flags = [jobs[i].explain for i, _ in placed]
+        scores = predictor.predict(samples, flags) if any(flags) else predictor.predict(samples)
         forward_ms = (time.perf_counter() - t0) * 1e3
-        for (i, preprocess_ms), probs in zip(placed, probabilities):
-            outputs[i] = Scored(probs, preprocess_ms, forward_ms)
+        for (i, preprocess_ms), sample, s in zip(placed, samples, scores):
+            explanation = None
+            if s.subsets is not None:
+                explanation = explain.build(s.probabilities, s.subsets, explain.mask_code(sample.modalities),
+                                            predictor.spec.ordered_modalities, s.fusion or {})
+            outputs[i] = Scored(s.probabilities, preprocess_ms, forward_ms, explanation)
     return outputs  # type: ignore[return-value]  # every slot is filled
 
 

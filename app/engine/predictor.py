@@ -2,11 +2,14 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 
 from app.engine.api import RuntimeReport
+from app.engine.explain import proper_subsets
 from app.engine.runtime import RuntimeOptions, choose_runtime
 from app.model.batch import Sample, collate
 from app.model.artifact import Artifact
@@ -37,6 +40,17 @@ def warmup_sizes(max_batch_size: int) -> list[int]:
     return sorted(sizes, reverse=True)
 
 
+@dataclass(frozen=True, slots=True)
+class Scores:
+    """One sample's output: its calibrated probabilities; for a sample to explain, also those from each non-empty
+    proper subset of its modalities alone (by mask bits: image 1, text 2, audio 4; each with that subset's own
+    temperature) and the fusion's internals (`Fusion.internals`, last axis over the model's modalities)."""
+
+    probabilities: np.ndarray
+    subsets: dict[int, np.ndarray] | None = None
+    fusion: dict[str, np.ndarray] | None = None
+
+
 class Predictor:
     """Runs the model. `predict` is called from one inference thread at a time. `runtime` says what runs the
     forward pass (app.engine.runtime: eager torch, with the CPU rewrites of app.model.cpu_inference unless
@@ -51,6 +65,9 @@ class Predictor:
         served = choose_runtime(artifact, device, options)
         self.model = served.model
         self.runtime: RuntimeReport = served.report
+        # Explanations need the fusion's internals and its subset passes: torch serves those (the model as served
+        # when torch serves it, else the model as trained), whatever runtime serves plain predictions.
+        self._explainer = self.model if self.runtime.name == "torch" else artifact.model
         # Temperature per modality subset, looked up by the mask bits (image 1, text 2, audio 4) of each sample.
         self._temperatures = torch.tensor(
             [self.spec.temperature_for(m for i, m in enumerate(MODALITIES) if code >> i & 1) for code in range(8)]
@@ -60,11 +77,13 @@ class Predictor:
         self.forward_passes = 0
         self.oom_splits = 0
 
-    def predict(self, samples: list[Sample]) -> list[np.ndarray]:
-        """Class probabilities (float32, summing to 1) for each sample, in order. A batch that runs out of GPU
-        memory is split in halves and retried, down to single samples; only a single sample's OOM is raised."""
+    def predict(self, samples: list[Sample], explain: Sequence[bool] = ()) -> list[Scores]:
+        """Class probabilities (float32, summing to 1) for each sample, in order; for the samples whose `explain`
+        flag is set, the probabilities from every subset of their modalities too (see `Scores`). A batch that runs
+        out of GPU memory is split in halves and retried, down to single samples; only a single sample's OOM is
+        raised."""
         try:
-            return self._forward(samples)
+            return self._forward(samples, explain)
         except torch.OutOfMemoryError:
             if len(samples) == 1:
                 raise
@@ -74,15 +93,21 @@ class Predictor:
         half = len(samples) // 2
         log.warning("out of memory on a batch of %d; retrying as %d + %d", len(samples), half, len(samples) - half)
         self.oom_splits += 1
-        return self.predict(samples[:half]) + self.predict(samples[half:])
+        return self.predict(samples[:half], explain[:half]) + self.predict(samples[half:], explain[half:])
 
     def _release_memory(self) -> None:
         if self.device.type == "cuda":
             torch.cuda.empty_cache()
 
-    def _forward(self, samples: list[Sample]) -> list[np.ndarray]:
+    def _forward(self, samples: list[Sample], explain: Sequence[bool]) -> list[Scores]:
         batch = collate(samples)
-        temperature = self._temperatures[(batch.mask.long() * self._bit_values).sum(dim=1)].unsqueeze(1)
+        codes = (batch.mask.long() * self._bit_values).sum(dim=1)
+        explained = [i for i, flag in enumerate(explain) if flag]
+        # Subset rows: each explained sample again with each non-empty proper subset of its modalities.
+        rows = [i for i in explained for _ in proper_subsets(int(codes[i]))]
+        subset_codes = [sub for i in explained for sub in proper_subsets(int(codes[i]))]
+        all_codes = torch.cat([codes, torch.tensor(subset_codes, dtype=torch.long)])
+        temperature = self._temperatures[all_codes].unsqueeze(1)
         if self.device.type == "cuda":
             batch = batch.pin_memory().to(self.device, non_blocking=True)
         with torch.inference_mode():
@@ -91,10 +116,28 @@ class Predictor:
                 dtype=self._autocast_dtype or torch.float32,
                 enabled=self._autocast_dtype is not None and self._autocast_dtype != torch.float32,
             ):
-                logits = self.model(batch)
+                internals: dict[str, torch.Tensor] = {}
+                if explained:
+                    masks = (torch.tensor(subset_codes, dtype=torch.long).unsqueeze(1) & self._bit_values) != 0
+                    indices = (torch.tensor(explained, dtype=torch.long), torch.tensor(rows, dtype=torch.long), masks)
+                    logits, subset_logits, internals = self._explainer.forward_subsets(
+                        batch, *(t.to(self.device) for t in indices)
+                    )
+                    logits = torch.cat([logits, subset_logits])
+                else:
+                    logits = self.model(batch)
             probs = torch.softmax(logits.float().cpu() / temperature, dim=-1).numpy()
+            fusion = {name: t.float().cpu().numpy() for name, t in internals.items()}
             self.forward_passes += 1
-        return list(probs)
+        out = [Scores(p) for p in probs[: len(samples)]]
+        row = len(samples)
+        for j, i in enumerate(explained):
+            subsets = {}
+            for sub in proper_subsets(int(codes[i])):
+                subsets[sub] = probs[row]
+                row += 1
+            out[i] = Scores(out[i].probabilities, subsets, {name: v[j] for name, v in fusion.items()})
+        return out
 
     def example_sample(self, modalities: tuple[str, ...] | None = None) -> Sample:
         """A synthetic sample of the right shapes (for warm-up), holding `modalities` (default: all of the model's)."""
@@ -111,7 +154,7 @@ class Predictor:
 
     def warmup(self, max_batch_size: int) -> None:
         """Run each single modality once, then the ladder of batch sizes `warmup_sizes(max_batch_size)`, largest
-        first, so no request pays for first-call allocation or kernel selection. The largest batch takes the
+        first, then one explained sample, so no request pays for first-call allocation or kernel selection. The largest batch takes the
         memory every smaller one needs. A size between the rungs was measured ~12% slower on its first use than a
         warmed size, once; warming every size up to 64 delayed readiness by ~2 s (bench/README.md)."""
         for m in MODALITIES:
@@ -120,5 +163,6 @@ class Predictor:
         full = self.example_sample()
         for size in warmup_sizes(max_batch_size):
             self.predict([full] * size)
+        self.predict([full], explain=[True])  # the subset rows and the fusion's internals (explained requests)
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)

@@ -76,14 +76,14 @@ class OwnerLink:
                     self._writer = None
             await asyncio.sleep(RECONNECT_S)
 
-    async def request(self, name: str, packed: list) -> list[Outcome]:
+    async def request(self, name: str, packed: list, explain: bool = False) -> list[Outcome]:
         if not self.up or self._writer is None:
             raise NotReady("the model process is restarting; retry in a moment", retry_after_s=1)
         rid = next(self._ids)
         future: asyncio.Future[list[Outcome]] = asyncio.get_running_loop().create_future()
         self._pending[rid] = future
         try:
-            await ipc.send(self._writer, ("predict", rid, name, packed))
+            await ipc.send(self._writer, ("predict", rid, name, packed, explain))
             return await future
         except asyncio.CancelledError:
             if self.up and self._writer is not None and not future.done():
@@ -174,6 +174,8 @@ class RemoteEngine:
         raws: Sequence[RawInputs],
         announcement: Announcement | None = None,
         budget: ByteBudget | None = None,
+        *,
+        explain: bool = False,
     ) -> list[Prediction]:
         front = self._front(name)
         jobs, preprocess_ms = await front.jobs(raws, admit=lambda: None, budget=budget)
@@ -181,7 +183,8 @@ class RemoteEngine:
         if not links:
             raise NotReady("the model process is starting or restarting; retry in a moment", retry_after_s=1)
         link = min(links, key=lambda link: link.load)
-        outcomes = await link.request(front.name, ipc.pack_samples([job.sample for job in jobs]))  # type: ignore[misc]
+        packed = ipc.pack_samples([job.sample for job in jobs])  # type: ignore[misc]
+        outcomes = await link.request(front.name, packed, explain)
         return predictions(raws, outcomes, preprocess_ms)
 
     def _front(self, name: str | None) -> FrontEnd:

@@ -32,21 +32,26 @@ class ServedModel:
         return self.front.description
 
     async def predict(
-        self, raws: Sequence[RawInputs], announcement: Announcement | None = None, budget: ByteBudget | None = None
+        self,
+        raws: Sequence[RawInputs],
+        announcement: Announcement | None = None,
+        budget: ByteBudget | None = None,
+        *,
+        explain: bool = False,
     ) -> list[Prediction]:
         """Predictions for `raws`, in order; see `Engine.predict`. `announcement` ends once the first sample is
         queued (or refused)."""
-        jobs, preprocess_ms = await self.front.jobs(raws, self.batcher.admit, budget)
+        jobs, preprocess_ms = await self.front.jobs(raws, self.batcher.admit, budget, explain=explain)
         return predictions(raws, await self.submit_all(jobs, announcement), preprocess_ms)
 
     async def submit_all(self, jobs: Sequence[Job], announcement: Announcement | None = None) -> list[Outcome]:
         """Queue every job and wait for all. If one fails (refused, or its sample failed to decode), the others are
         withdrawn (a withdrawn job still queued is skipped) and the error of the first failing sample by position
-        is raised, naming it. Cancelling the caller withdraws them all."""
+        is raised, naming it. Cancelling the caller withdraws them all. Each job weighs its rows in a batch."""
         if len(jobs) == 1:
-            results = [await self.batcher.submit(jobs[0], announcement)]
+            results = [await self.batcher.submit(jobs[0], announcement, jobs[0].rows)]
         else:
-            tasks = [asyncio.ensure_future(self.batcher.submit(j, announcement if i == 0 else None))
+            tasks = [asyncio.ensure_future(self.batcher.submit(j, announcement if i == 0 else None, j.rows))
                      for i, j in enumerate(jobs)]
             try:
                 await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
@@ -59,6 +64,7 @@ class ServedModel:
             raise_first([None if e is None else named_error(i, len(jobs), e) for i, e in enumerate(errors)])
             results = [t.result() for t in tasks]
         return [
-            Outcome(r.value.probabilities, r.value.preprocess_ms, r.queue_ms, r.value.forward_ms, r.batch_size)
+            Outcome(r.value.probabilities, r.value.preprocess_ms, r.queue_ms, r.value.forward_ms, r.batch_size,
+                    r.value.explanation)
             for r in results
         ]

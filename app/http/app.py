@@ -14,7 +14,7 @@ from starlette.types import ASGIApp
 from app import __version__, memory
 from app.config import Settings, get_settings
 from app.engine.api import Engine
-from app.http import docs, ops
+from app.http import docs, ops, playground
 from app.http.errors import install_error_handlers
 from app.http.middleware.auth import ApiKeyMiddleware
 from app.http.middleware.request_id import RequestIdMiddleware
@@ -53,7 +53,9 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         log.critical("cannot start: %s", exc)
         raise
     for description in state.engine.models.values():
-        state.metrics.model_loaded(description.name, description.spec.version, description.device)
+        state.metrics.model_loaded(
+            description.name, description.spec.version, description.device, description.spec.ordered_modalities
+        )
     warm = state.warming = asyncio.create_task(_warm_and_start(state), name="warmup")
     try:
         yield
@@ -121,9 +123,10 @@ class FusionApp(FastAPI):
         return RequestIdMiddleware(super().build_middleware_stack())
 
 
-# Reachable without an API key: probes, and the docs page with its schema (its Authorize button takes the key).
-PUBLIC_PATHS = ("/healthz", "/readyz", "/docs", "/openapi.json")
-PUBLIC_PREFIXES = (docs.ASSETS_PATH + "/",)
+# Reachable without an API key: probes, the docs page with its schema (its Authorize button takes the key), and the
+# playground page (its key field does).
+PUBLIC_PATHS = ("/healthz", "/readyz", "/docs", "/openapi.json", "/", playground.PAGE_PATH)
+PUBLIC_PREFIXES = (docs.ASSETS_PATH + "/", playground.ASSETS_PATH + "/")
 
 
 def create_app(
@@ -163,6 +166,7 @@ def create_app(
     for router in (predict.router, models.router, ops.router, v2.router):
         app.include_router(router)
     docs.install(app)
+    playground.install(app)
     install_openapi(app, bearer=bool(settings.api_keys), public_paths=PUBLIC_PATHS)
     return app
 

@@ -61,8 +61,29 @@ class FusionClassifier(nn.Module):
         return torch.stack(rows, dim=1), mask
 
     def forward(self, batch: Batch) -> torch.Tensor:
-        feats, mask = self.encode(batch)
+        return self.fuse(*self.encode(batch))
+
+    def fuse(self, feats: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """Fusion and head: encoded features [B, M, dim] and a presence mask [B, M] -> logits [B, n_classes]."""
         return self.head(self.fusion(feats, mask))
+
+    def forward_subsets(
+        self, batch: Batch, explained: torch.Tensor, rows: torch.Tensor, masks: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
+        """For explaining predictions: the logits [B, n_classes] of `batch`; the logits [R, n_classes] of sample
+        `rows[r]` as if it held only the modalities of `masks[r]` (columns in MODALITIES order, as `Batch.mask`;
+        each a non-empty subset of what that sample holds); and the fusion's internals (`Fusion.internals`) of the
+        samples `explained`. The encoders run once, on `batch`; the fusion and head once, on the B + R rows. A
+        masked-out modality is never read (every fusion's contract), so a subset row answers exactly as the
+        sample would with only those inputs sent."""
+        feats, mask = self.encode(batch)
+        subset_mask = masks[:, self.mask_columns]
+        outside = (subset_mask & ~mask[rows]).any(dim=1)
+        if bool(outside.any()) or not bool(subset_mask.any(dim=1).all()):
+            raise ValueError("each subset must be a non-empty subset of its sample's modalities")
+        logits = self.fuse(torch.cat([feats, feats[rows]]), torch.cat([mask, subset_mask]))
+        internals = self.fusion.internals(feats[explained], mask[explained]) if explained.numel() else {}
+        return logits[: batch.size], logits[batch.size :], internals
 
     def _dtype(self) -> torch.dtype:
         return parameter_dtype(self.fusion)

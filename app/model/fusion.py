@@ -2,6 +2,12 @@
 
 Absent slots hold zeros that are never read as data; each fusion uses the mask so that an absent modality
 contributes nothing, or a learned "absent" token where the architecture needs a fixed-size input.
+
+`internals(feats, mask)` returns what a fusion type computes about the modalities themselves, per sample, for
+explaining a prediction: `weights` [B, M] (weighted_sum: the renormalised per-modality weights), `gates` [B, M]
+(gated: the GMU's gate values), `attention` [B, L, M] (attention: the [CLS] token's attention to each modality token
+in each of the L layers, mean over heads; the rest of each row, 1 - sum, is its attention to itself). Absent
+modalities get 0. concat, product and late have none: no quantity of theirs says how much a modality counts.
 """
 from __future__ import annotations
 
@@ -19,6 +25,10 @@ class Fusion(nn.Module):
     """Base: `out_dim` is the size of what forward returns."""
 
     out_dim: int
+
+    def internals(self, feats: torch.Tensor, mask: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Per-sample quantities over the modalities (see the module docstring); none for this type."""
+        return {}
 
 
 class ConcatFusion(Fusion):
@@ -52,8 +62,13 @@ class WeightedSumFusion(Fusion):
         self.out_dim = spec.dim
 
     def forward(self, feats: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        w = _masked_softmax(self.weight_logits.expand(mask.shape).to(feats.dtype), mask)
-        return self.norm(torch.einsum("bm,bmd->bd", w, feats))
+        return self.norm(torch.einsum("bm,bmd->bd", self._weights(feats, mask), feats))
+
+    def _weights(self, feats: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        return _masked_softmax(self.weight_logits.expand(mask.shape).to(feats.dtype), mask)
+
+    def internals(self, feats: torch.Tensor, mask: torch.Tensor) -> dict[str, torch.Tensor]:
+        return {"weights": self._weights(feats, mask)}
 
 
 class ProductFusion(Fusion):
@@ -82,11 +97,19 @@ class GatedFusion(Fusion):
         self.out_dim = spec.dim
 
     def forward(self, feats: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        filled = torch.where(mask.unsqueeze(-1), feats, self.absent.to(feats.dtype).expand_as(feats))
+        filled = self._filled(feats, mask)
         h = torch.stack([torch.tanh(p(filled[:, i])) for i, p in enumerate(self.proj)], dim=1)
-        gate_in = torch.cat([filled.flatten(1), mask.to(feats.dtype)], dim=1)
-        z = _masked_softmax(self.gate(gate_in), mask)
-        return torch.einsum("bm,bmd->bd", z, h)
+        return torch.einsum("bm,bmd->bd", self._gates(filled, mask), h)
+
+    def _filled(self, feats: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        return torch.where(mask.unsqueeze(-1), feats, self.absent.to(feats.dtype).expand_as(feats))
+
+    def _gates(self, filled: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        gate_in = torch.cat([filled.flatten(1), mask.to(filled.dtype)], dim=1)
+        return _masked_softmax(self.gate(gate_in), mask)
+
+    def internals(self, feats: torch.Tensor, mask: torch.Tensor) -> dict[str, torch.Tensor]:
+        return {"gates": self._gates(self._filled(feats, mask), mask)}
 
 
 class AttentionFusion(Fusion):
@@ -104,10 +127,32 @@ class AttentionFusion(Fusion):
         self.out_dim = spec.dim
 
     def forward(self, feats: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        tokens, padding = self._tokens(feats, mask)
+        return self.norm(self.encoder(tokens, src_key_padding_mask=padding)[:, 0])
+
+    def _tokens(self, feats: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         b = feats.shape[0]
         tokens = torch.cat([self.cls.expand(b, -1, -1), feats + self.modality_embedding], dim=1)
         padding = torch.cat([torch.zeros(b, 1, dtype=torch.bool, device=mask.device), ~mask], dim=1)
-        return self.norm(self.encoder(tokens, src_key_padding_mask=padding)[:, 0])
+        return tokens, padding
+
+    def internals(self, feats: torch.Tensor, mask: torch.Tensor) -> dict[str, torch.Tensor]:
+        return {"attention": self.with_attention(feats, mask)[1]}
+
+    def with_attention(self, feats: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """What `forward` returns, and the [CLS] token's attention to each modality token per layer [B, L, M]
+        (mean over heads). The layers are run step by step as `nn.TransformerEncoderLayer` runs them (pre-norm),
+        asking self-attention for its weights, which the fused fast path of `forward` does not give."""
+        tokens, padding = self._tokens(feats, mask)
+        x, weights = tokens, []
+        for layer in self.encoder.layers:
+            h = layer.norm1(x)
+            attended, w = layer.self_attn(h, h, h, key_padding_mask=padding, need_weights=True,
+                                          average_attn_weights=True)
+            x = x + layer.dropout1(attended)
+            x = x + layer.dropout2(layer.linear2(layer.dropout(layer.activation(layer.linear1(layer.norm2(x))))))
+            weights.append(w[:, 0, 1:])
+        return self.norm(x[:, 0]), torch.stack(weights, dim=1)
 
 
 class LateFusion(Fusion):

@@ -96,6 +96,51 @@ def test_batches_never_exceed_max_batch_size() -> None:
     run(main)
 
 
+def test_a_batch_holds_at_most_max_batch_size_rows_in_arrival_order() -> None:
+    """Requests weighing several rows (explained ones) count as that many: 7 + 1 fill a batch of 8 rows, the next
+    7-row request waits for the next batch (nothing behind it jumps the line), and one heavier than a whole batch
+    runs alone."""
+    async def main() -> None:
+        h = Recorder()
+        b = make(h, max_batch_size=8)
+        b.start()
+        h.gate.clear()
+        first = asyncio.ensure_future(b.submit(0))
+        await asyncio.to_thread(h.entered.wait, 5)
+        weights = {1: 7, 2: 1, 3: 7, 4: 1, 5: 9, 6: 1}
+        rest = [asyncio.ensure_future(b.submit(i, rows=n)) for i, n in weights.items()]
+        await _until(lambda: b.queue_depth == 6)
+        h.gate.set()
+        results = await asyncio.gather(first, *rest)
+        assert [r.value for r in results] == [0, 2, 4, 6, 8, 10, 12]
+        assert h.batches == [[0], [1, 2], [3, 4], [5], [6]]
+        assert [r.batch_size for r in results] == [1, 2, 2, 2, 2, 1, 1]
+        with pytest.raises(ValueError):
+            await b.submit(7, rows=0)
+        await b.stop()
+
+    run(main)
+
+
+def test_an_idle_model_takes_in_company_by_rows() -> None:
+    """With max_wait, an idle model's forming batch takes in queued requests while they fit, and stops at one that
+    does not (its wait ends there: nothing can join ahead of it)."""
+    async def main() -> None:
+        h = Recorder()
+        b = make(h, max_batch_size=8, max_wait_s=5.0)
+        b.start()
+        coming = b.announce()  # would keep an idle batch waiting up to 5 s, if it could still fit anything
+        futs = [asyncio.ensure_future(b.submit(i, rows=n)) for i, n in ((1, 3), (2, 3), (3, 3))]
+        first_two = await asyncio.wait_for(asyncio.gather(*futs[:2]), 2)  # no 5 s wait: 3 more rows cannot fit
+        assert [r.value for r in first_two] == [2, 4] and h.batches == [[1, 2]]
+        coming.withdraw()  # the last one's batch had room, so it waited for the announced request until now
+        assert (await asyncio.wait_for(futs[2], 2)).value == 6
+        assert h.batches == [[1, 2], [3]]
+        await b.stop()
+
+    run(main)
+
+
 def test_idle_model_waits_for_announced_requests() -> None:
     async def main() -> None:
         h = Recorder()

@@ -23,6 +23,9 @@ pytestmark = pytest.mark.gpu
 CUDA = torch.device("cuda")
 
 
+def probabilities_of(predictor: Predictor, samples: list[Sample]) -> list[np.ndarray]:
+    return [scores.probabilities for scores in predictor.predict(samples)]
+
 def on(device: torch.device, folder: Path, requested: str = "auto") -> Predictor:
     return Predictor(load_artifact(folder), device, runtime=RuntimeOptions(requested=requested))
 
@@ -33,7 +36,7 @@ def test_the_model_runs_on_the_device_and_answers_as_on_the_cpu(tmp_path: Path) 
     assert all(p.device.type == "cuda" for p in gpu.model.parameters())
     assert gpu.runtime.name == "torch"  # auto on a GPU: torch (ONNX Runtime serves CPU models only)
     samples = mixed_samples(12)  # every modality subset, in one batch
-    got, want = gpu.predict(samples), cpu.predict(samples)
+    got, want = probabilities_of(gpu, samples), probabilities_of(cpu, samples)
     assert len(got) == 12
     for g, w in zip(got, want):
         assert g.dtype == np.float32 and abs(float(g.sum()) - 1) < 1e-4
@@ -56,10 +59,10 @@ def test_mixed_precision_follows_the_artifact_dtype(tmp_path: Path, dtype: str) 
         record("conv"))
     next(m for m in model.modules() if isinstance(m, nn.Linear)).register_forward_hook(record("linear"))
     model.encoders["audio"].features.register_forward_hook(record("log-mel"))
-    probabilities = predictor.predict(mixed_samples(6))
+    probabilities = probabilities_of(predictor, mixed_samples(6))
     expected = getattr(torch, dtype)
     assert seen == {"conv": expected, "linear": expected, "log-mel": torch.float32}
-    as_float32 = on(CUDA, write_tiny_artifact(tmp_path / "f", tiny_spec(name="f"))).predict(mixed_samples(6))
+    as_float32 = probabilities_of(on(CUDA, write_tiny_artifact(tmp_path / "f", tiny_spec(name="f"))), mixed_samples(6))
     for p, q in zip(probabilities, as_float32):
         assert p.dtype == np.float32 and abs(float(p.sum()) - 1) < 1e-3
         assert float(np.abs(p - q).max()) < 0.05  # the same weights, in reduced precision
@@ -89,7 +92,7 @@ def test_a_real_out_of_memory_error_is_split_and_retried(tmp_path: Path) -> None
     predictor = on(CUDA, write_tiny_artifact(tmp_path / "big", spec))
     g = torch.Generator().manual_seed(0)
     samples = [Sample(image=torch.rand(1, 160, 160, generator=g) * 2 - 1) for _ in range(256)]
-    expected = predictor.predict(samples[:32]) + predictor.predict(samples[32:64])
+    expected = probabilities_of(predictor, samples[:32]) + probabilities_of(predictor, samples[32:64])
     # Memory one more sample takes, from the peaks of two batch sizes.
     peaks = []
     for n in (16, 64):
@@ -106,7 +109,7 @@ def test_a_real_out_of_memory_error_is_split_and_retried(tmp_path: Path) -> None
     hog = torch.empty(max(free - headroom, 0), dtype=torch.uint8, device=CUDA)
     try:
         splits = predictor.oom_splits
-        got = predictor.predict(samples)
+        got = probabilities_of(predictor, samples)
         assert predictor.oom_splits > splits  # it really ran out, and split
     finally:
         del hog

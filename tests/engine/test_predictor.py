@@ -18,7 +18,7 @@ def test_each_sample_gets_its_subset_temperature(tmp_path) -> None:  # noqa: ANN
                   audio=torch.randn(2000, generator=g))
     image_only = Sample(image=full.image)
     samples = [text_only, full, image_only]
-    probs = predictor.predict(samples)
+    probs = [s.probabilities for s in predictor.predict(samples)]
     with torch.inference_mode():
         logits = predictor.model(collate(samples))
     for row, t in zip(range(3), (5.0, 0.5, 2.0)):  # image alone has no own temperature: the pooled one

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -11,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from app.engine.predictor import Predictor
+from app.engine.predictor import Predictor, Scores
 from app.model.artifact import load_artifact
 from app.model.batch import Sample
 from tests.helpers import tiny_spec, write_tiny_artifact
@@ -57,7 +58,7 @@ def test_an_oom_batch_is_split_until_it_fits(predictor: Predictor, monkeypatch: 
     assert predictor.oom_splits == 3
     assert len(got) == 8
     for a, b in zip(got, expected, strict=True):
-        np.testing.assert_allclose(a, b, atol=1e-5)  # same answers, same order
+        np.testing.assert_allclose(a.probabilities, b.probabilities, atol=1e-5)  # same answers, same order
 
 
 def test_odd_sizes_split_down_to_single_samples(predictor: Predictor, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -95,11 +96,11 @@ def test_through_http_a_batch_that_hits_oom_is_answered_in_full(
     original = predictor.predict
     held: list[int] = []
 
-    def hold_first(batch: list[Sample]) -> list[np.ndarray]:
+    def hold_first(batch: list[Sample], explain: Sequence[bool] = ()) -> list[Scores]:
         if not held:  # hold the first batch so that the next requests queue up and form one batch
             held.append(len(batch))
             assert release.wait(20)
-        return original(batch)
+        return original(batch, explain)
 
     monkeypatch.setattr(predictor, "predict", hold_first)
     splits_before = predictor.oom_splits

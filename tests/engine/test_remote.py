@@ -156,3 +156,30 @@ def test_a_front_end_without_its_owner_answers_503_at_once(models_dir: Path, tmp
         await front.stop()
 
     asyncio.run(main())
+
+
+def test_explanations_cross_the_process_boundary(owned: tuple[EngineConfig, Path, OwnerThread]) -> None:
+    """Asked to explain, a front end's prediction carries the owner's explanation: its subset values are what the
+    owner answers for each subset sent alone, and its attributions add up."""
+    config, path, _ = owned
+
+    async def main() -> None:
+        front = RemoteEngine(config, [path])
+        front.load()
+        front.start()
+        while not front.healthy:
+            await asyncio.sleep(0.01)
+        (p,) = await front.predict(None, [RAW], explain=True)
+        (plain,) = await front.predict(None, [RAW])
+        alone = await front.predict(None, [RawInputs(image=RAW.image), RawInputs(text=RAW.text),
+                                           RawInputs(audio=RAW.audio)])
+        await front.stop()
+        e = p.explanation
+        assert e is not None and plain.explanation is None
+        np.testing.assert_allclose(e.attributions.sum(axis=0), p.probabilities - e.baseline, atol=1e-5)
+        np.testing.assert_allclose(p.probabilities, plain.probabilities, atol=1e-5)
+        for m, prediction in zip(("image", "text", "audio"), alone):
+            np.testing.assert_allclose(e.subsets[m], prediction.probabilities, atol=1e-5)
+        assert set(e.fusion) == {"attention"}
+
+    asyncio.run(main())

@@ -36,7 +36,8 @@ def predictor(folder: Path, requested: str, cache: Path) -> Predictor:
 
 
 def assert_same_answers(a: Predictor, b: Predictor, samples: list[Sample]) -> None:
-    for got, want in zip(a.predict(samples), b.predict(samples)):
+    for got_scores, want_scores in zip(a.predict(samples), b.predict(samples)):
+        got, want = got_scores.probabilities, want_scores.probabilities
         assert int(got.argmax()) == int(want.argmax())
         assert float(np.abs(got - want).max()) < 1e-4
 

@@ -72,15 +72,17 @@ def test_the_scheme_is_case_insensitive(keyed: Server) -> None:
         assert c.get("/v1/models").status_code == 200
 
 
-@pytest.mark.parametrize("path", ["/healthz", "/readyz", "/docs", "/openapi.json", "/static/swagger-ui/swagger-ui.css"])
-def test_probes_and_the_docs_need_no_key(keyed: Server, path: str) -> None:
-    with keyed.client() as c:
+@pytest.mark.parametrize("path", ["/healthz", "/readyz", "/docs", "/openapi.json", "/static/swagger-ui/swagger-ui.css",
+                                  "/playground", "/static/playground/playground.js", "/"])
+def test_probes_the_docs_and_the_playground_need_no_key(keyed: Server, path: str) -> None:
+    with keyed.client(follow_redirects=True) as c:
         assert c.get(path).status_code == 200
 
 
-def test_the_public_asset_prefix_leads_nowhere_else(keyed: Server) -> None:
+@pytest.mark.parametrize("prefix", [b"/static/swagger-ui", b"/static/playground"])
+def test_the_public_asset_prefixes_lead_nowhere_else(keyed: Server, prefix: bytes) -> None:
     response = raw_exchange(
-        keyed.url, b"GET /static/swagger-ui/../../v1/models HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n"
+        keyed.url, b"GET " + prefix + b"/../../v1/models HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n"
     )
     assert status_of(response) == 404 and b'"default"' not in response
 

@@ -74,3 +74,34 @@ def test_spec_rejects_inconsistent_configs() -> None:
         ArtifactSpec(name="x", labels=("a", "b"), modalities=("image", "audio"), image=ImageSpec())
     with pytest.raises(ValueError, match="unique"):
         ArtifactSpec(name="x", labels=("a", "a"), modalities=("image",), image=ImageSpec())
+
+
+@pytest.mark.parametrize("fusion", FUSION_TYPES)
+def test_subset_rows_answer_as_the_sample_with_only_those_inputs(fusion: str) -> None:
+    torch.manual_seed(0)
+    model = FusionClassifier(tiny_spec(fusion=fusion)).eval()
+    full, text_only, audio_only, image_audio = samples()
+    batch = collate([full, image_audio])
+    masks = torch.tensor([[True, False, False], [False, True, True], [False, False, True]])
+    with torch.inference_mode():
+        logits, subset_logits, _ = model.forward_subsets(batch, torch.tensor([0, 1]), torch.tensor([0, 0, 1]), masks)
+        torch.testing.assert_close(logits, model(batch), atol=1e-5, rtol=1e-4)
+        alone = model(collate([Sample(image=full.image), Sample(text=full.text, audio=full.audio), audio_only]))
+        torch.testing.assert_close(subset_logits, alone, atol=1e-5, rtol=1e-4)
+        with pytest.raises(ValueError, match="subset"):  # text is not among the second sample's inputs
+            model.forward_subsets(batch, torch.tensor([1]), torch.tensor([1]), torch.tensor([[False, True, False]]))
+
+
+def test_attention_weights_come_from_the_layers_forward_runs() -> None:
+    """The step-by-step pass that yields the [CLS] attention computes what the fused fast path computes."""
+    torch.manual_seed(0)
+    spec = tiny_spec(fusion="attention")
+    spec = spec.model_copy(update={"fusion": spec.fusion.model_copy(update={"layers": 2})})
+    model = FusionClassifier(spec).eval()
+    with torch.inference_mode():
+        feats, mask = model.encode(collate(samples()))
+        out, attention = model.fusion.with_attention(feats, mask)
+        torch.testing.assert_close(out, model.fusion(feats, mask), atol=1e-5, rtol=1e-4)
+    assert attention.shape == (4, 2, 3)
+    assert bool((attention[~mask.unsqueeze(1).expand_as(attention)] == 0).all())  # absent tokens get none
+    assert bool((attention.sum(-1) < 1).all())  # the rest is the [CLS] token's attention to itself

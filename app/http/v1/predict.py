@@ -12,6 +12,7 @@ from app.http.clients import CLIENT_LEFT, unless_client_leaves
 from app.http.errors import CLIENT_CLOSED
 from app.http.multipart import read_form
 from app.http.state import service
+from app.http.v1.explanation import explanation_body
 from app.http.v1.schemas import ErrorBody, PredictResponse
 from app.inputs.parts import RawInputs
 from app.model.spec import MODALITIES
@@ -59,6 +60,14 @@ ERRORS: dict[int | str, dict[str, Any]] = {
     }.items()
 }
 TopK = Annotated[int, Query(ge=1, le=1000, description="How many labels to list in `top`.")]
+Explain = Annotated[
+    bool,
+    Query(
+        description="Also explain the answer (`explanation`): each sent input's Shapley value for the `top` labels, "
+        "each input's own answer, agreement and conflict, the fusion's internals. The model runs once more per "
+        "other subset of the sent inputs (in the same batch; the encoders only once)."
+    ),
+]
 ModelName = Annotated[str, Path(description="A model name from GET /v1/models.", max_length=64)]
 
 
@@ -69,8 +78,8 @@ ModelName = Annotated[str, Path(description="A model name from GET /v1/models.",
     responses=ERRORS,
     summary="Predict with the default model",
 )
-async def predict_default(request: Request, top_k: TopK = 5) -> Response:
-    return await _predict(request, None, top_k)
+async def predict_default(request: Request, top_k: TopK = 5, explain: Explain = False) -> Response:
+    return await _predict(request, None, top_k, explain)
 
 
 @router.post(
@@ -80,11 +89,11 @@ async def predict_default(request: Request, top_k: TopK = 5) -> Response:
     responses=ERRORS,
     summary="Predict with a named model",
 )
-async def predict_named(request: Request, name: ModelName, top_k: TopK = 5) -> Response:
-    return await _predict(request, name, top_k)
+async def predict_named(request: Request, name: ModelName, top_k: TopK = 5, explain: Explain = False) -> Response:
+    return await _predict(request, name, top_k, explain)
 
 
-async def _predict(request: Request, name: str | None, top_k: int) -> Response:
+async def _predict(request: Request, name: str | None, top_k: int, explain: bool) -> Response:
     """A thin adapter: multipart parts -> one sample -> the engine -> the v1 response document."""
     arrived = time.perf_counter()
     state = service(request)
@@ -104,13 +113,16 @@ async def _predict(request: Request, name: str | None, top_k: int) -> Response:
         # The parts' own buffers, not copies: each upload is held once (its body is on the budget already).
         raw = RawInputs(**{part: p.data for part, p in parts.items() if p.data})
         request.state.modalities = raw.modalities  # for the access log
-        outcome = await unless_client_leaves(request, engine.predict(name, [raw], announcement, state.budget))
+        outcome = await unless_client_leaves(
+            request, engine.predict(name, [raw], announcement, state.budget, explain=explain)
+        )
     finally:
         announcement.withdraw()
     if outcome is CLIENT_LEFT:
         return Response(status_code=CLIENT_CLOSED)
     (prediction,) = outcome
     request.state.batch_size = prediction.batch_size
+    state.metrics.observe_predictions(model.name, outcome)
     return _response(model, prediction, top_k, arrived)
 
 
@@ -134,4 +146,6 @@ def _response(model: ModelDescription, p: Prediction, top_k: int, arrived: float
             "batch_size": p.batch_size,
         },
     }
+    if p.explanation is not None:
+        body["explanation"] = explanation_body(labels, model.spec.fusion.type, p.explanation, order)
     return Response(orjson.dumps(body), media_type="application/json")

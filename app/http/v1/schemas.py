@@ -29,6 +29,51 @@ class Timing(BaseModel):
     batch_size: int = Field(description="How many requests shared the forward pass.")
 
 
+class ModalityAnswer(BaseModel):
+    label: str = Field(description="The label this input alone makes most probable.")
+    probability: float = Field(description="Its calibrated probability from this input alone.")
+
+
+class FusionInternals(BaseModel):
+    """What the model's fusion computes about the inputs, for this request (only the fields of its type)."""
+
+    type: str = Field(description="The fusion type: concat, weighted_sum, product, gated, attention or late.")
+    weights: dict[str, float] | None = Field(
+        None, description="weighted_sum: the learned weight of each sent input, renormalised over them (sums to 1)."
+    )
+    gates: dict[str, float] | None = Field(
+        None, description="gated: the gate value of each sent input for this request (softmax over them, sums to 1)."
+    )
+    attention: list[dict[str, float]] | None = Field(
+        None,
+        description="attention: per transformer layer, the [CLS] token's attention to each sent input's token (mean "
+        "over heads); 1 - their sum is its attention to itself. concat, product and late report nothing.",
+    )
+
+
+class Explanation(BaseModel):
+    """Why the model answered as it did (only with `?explain=true`)."""
+
+    baseline: float = Field(description="v(no input) = 1 / number of labels.")
+    attributions: dict[str, dict[str, float]] = Field(
+        description="For each label of `top`: each sent input's exact Shapley value, where the value of a subset S "
+        "of the sent inputs is the calibrated probability of the label from S alone (S's own calibration "
+        "temperature). A label's values sum to its probability minus `baseline`."
+    )
+    subsets: dict[str, dict[str, float]] = Field(
+        description="For each non-empty subset of the sent inputs ('image', 'image+audio', ...): the calibrated "
+        "probability of each label of `top` from that subset alone; the full set's are the answer itself."
+    )
+    modalities: dict[str, ModalityAnswer] = Field(description="Each sent input's own answer, from it alone.")
+    agreement: bool = Field(description="Whether every sent input alone gives the same top label.")
+    conflict: bool = Field(
+        description="Whether some input alone gives another label than the answer a calibrated probability of 0.8 "
+        "or more."
+    )
+    conflicting: list[str] = Field(description="The inputs in conflict with the answer (see `conflict`).")
+    fusion: FusionInternals
+
+
 class PredictResponse(BaseModel):
     model: str
     version: str
@@ -36,6 +81,7 @@ class PredictResponse(BaseModel):
     top: list[TopEntry] = Field(description="The `top_k` most probable labels, most probable first.")
     modalities: list[str] = Field(description="The inputs the prediction used.")
     timing: Timing
+    explanation: Explanation | None = Field(None, description="Only with `?explain=true`.")
 
 
 class Preprocessing(BaseModel):

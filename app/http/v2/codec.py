@@ -52,14 +52,15 @@ class ParsedRequest:
     inputs: tuple[BytesInput, ...]
     outputs: tuple[RequestedOutput, ...] | None  # None: every output, in `binary_output` form
     binary_output: bool
+    explain: bool = False  # the request parameter `explain`
 
 
 @dataclass(frozen=True, slots=True)
 class OutputTensor:
-    """A response tensor: FP32 values in an array, or BYTES values as strings."""
+    """A response tensor: FP32 or BOOL values in an array, or BYTES values as strings."""
 
     name: str
-    datatype: Literal["FP32", "BYTES"]
+    datatype: Literal["FP32", "BOOL", "BYTES"]
     shape: tuple[int, ...]
     values: np.ndarray | Sequence[str]
     binary: bool
@@ -133,7 +134,8 @@ def parse_infer_request(body: bytearray | bytes, header_length: str | None, max_
             )
             for o in request.outputs
         )
-    return ParsedRequest(request.id, tuple(inputs), outputs, binary_output)
+    explain = _bool_param(request.parameters, "explain", "the request", False)
+    return ParsedRequest(request.id, tuple(inputs), outputs, binary_output, explain)
 
 
 def encode_infer_response(
@@ -150,6 +152,8 @@ def encode_infer_response(
             chunks.append(data)
         elif out.datatype == "FP32":
             entry["data"] = np.asarray(out.values, dtype=np.float32).ravel().tolist()
+        elif out.datatype == "BOOL":
+            entry["data"] = np.asarray(out.values, dtype=bool).ravel().tolist()
         else:
             entry["data"] = list(out.values)
         entries.append(entry)
@@ -246,5 +250,7 @@ def _unpack_bytes(name: str, data: memoryview, count: int) -> list[Buffer]:
 def _pack(out: OutputTensor) -> bytes:
     if out.datatype == "FP32":
         return np.ascontiguousarray(out.values, dtype="<f4").tobytes()
+    if out.datatype == "BOOL":  # one byte per element, as Triton's clients read it
+        return np.ascontiguousarray(out.values, dtype=bool).tobytes()
     encoded = [s.encode("utf-8") for s in out.values]  # type: ignore[union-attr]
     return b"".join(_LENGTH.pack(len(e)) + e for e in encoded)

@@ -225,12 +225,15 @@ async def _infer(request: Request, name: str, version: str | None, header_length
             hold.take(2 * _json_length(body, header_length))
         parsed, raws, wanted = _parse(body, header_length, model, engine.max_samples(name), settings.max_part_bytes)
         request.state.modalities = tuple(m for m in MODALITIES if any(m in raw.modalities for raw in raws))
-        outcome = await unless_client_leaves(request, engine.predict(name, raws, announcement, state.budget))
+        outcome = await unless_client_leaves(
+            request, engine.predict(name, raws, announcement, state.budget, explain=parsed.explain)
+        )
     finally:
         announcement.withdraw()
     if outcome is CLIENT_LEFT:
         return Response(status_code=CLIENT_CLOSED)
     request.state.batch_size = max(p.batch_size for p in outcome)
+    state.metrics.observe_predictions(model.name, outcome)
     output = tensors.output_tensors(model, outcome, wanted)
     content, json_length = encode_infer_response(model.name, model.spec.version, parsed.id, output)
     if json_length is None:

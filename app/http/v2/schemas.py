@@ -73,7 +73,12 @@ class RequestOutput(_Lenient):
 
 class InferRequest(_Lenient):
     id: str | None = Field(None, description="Echoed in the response.")
-    parameters: dict[str, Any] | None = Field(None, description="`binary_data_output` (bool).")
+    parameters: dict[str, Any] | None = Field(
+        None,
+        description="`binary_data_output` (bool); `explain` (bool): also return the explanation outputs "
+        "(`modalities`, `attributions`, `modality_probabilities`, `agreement`, `conflict`, and the fusion's "
+        "`fusion_weights`, `fusion_gates` or `fusion_attention` where its type has them).",
+    )
     inputs: list[RequestInput]
     outputs: list[RequestOutput] | None = Field(None, description="Default: every output.")
 

@@ -6,6 +6,21 @@ out, or an empty element, means that sample lacks the modality. In JSON `data`, 
 and `image`/`audio` elements are the file in base64 (a JSON string cannot carry arbitrary bytes); as binary tensor
 data every element is the raw bytes. Outputs: `probabilities` (FP32 [N, classes], in label order; with the
 classification extension, BYTES [N, k] strings "probability:index:label") and `labels` (BYTES [classes]).
+
+With the request parameter `explain: true` (app.engine.explain), also, M being the model's modalities:
+- `modalities` BYTES [M]: the order of every modality axis below (image, text, audio; those the model has).
+- `attributions` FP32 [N, M, classes]: each sent modality's exact Shapley value for each label (0 for a modality
+  the sample did not send); a sample's values for a label sum to its probability minus 1/classes.
+- `modality_probabilities` FP32 [N, M, classes]: the calibrated probabilities from each modality alone (a row of
+  zeros for a modality the sample did not send).
+- `agreement` BOOL [N]: every sent modality alone has the same top label. `conflict` BOOL [N]: a modality alone
+  gives another label than the answer a probability of 0.8 or more.
+- The fusion's internals, named by its type (0 for modalities not sent): `fusion_weights` FP32 [N, M]
+  (weighted_sum: the per-modality weights renormalised over the sent ones), `fusion_gates` FP32 [N, M] (gated: the
+  gate values), `fusion_attention` FP32 [N, layers, M] (attention: the [CLS] token's attention to each modality
+  token per layer, mean over heads). concat, product and late have none.
+They are returned by default with `explain`; listed in `outputs`, they need it. The model's metadata does not list
+them (clients that request every listed output would otherwise have to explain).
 """
 from __future__ import annotations
 
@@ -36,6 +51,14 @@ from app.model.spec import MODALITIES
 PROBABILITIES = "probabilities"
 LABELS = "labels"
 OUTPUTS = (PROBABILITIES, LABELS)
+MODALITY_AXIS = "modalities"
+ATTRIBUTIONS = "attributions"
+MODALITY_PROBABILITIES = "modality_probabilities"
+AGREEMENT = "agreement"
+CONFLICT = "conflict"
+EXPLAIN_OUTPUTS = (MODALITY_AXIS, ATTRIBUTIONS, MODALITY_PROBABILITIES, AGREEMENT, CONFLICT)
+# The fusion's internals (app.model.fusion), by the name the model gives them.
+FUSION_OUTPUTS = {"weighted_sum": "weights", "gated": "gates", "attention": "attention"}
 PLATFORM = "pytorch"
 _BASE64_IN_JSON = frozenset({"image", "audio"})
 
@@ -111,16 +134,29 @@ def raw_samples(request: ParsedRequest, max_element_bytes: int) -> list[RawInput
     ]
 
 
+def explain_outputs(model: ModelDescription) -> tuple[str, ...]:
+    """The outputs an explained request may have from this model."""
+    internal = FUSION_OUTPUTS.get(model.spec.fusion.type)
+    return EXPLAIN_OUTPUTS + ((f"fusion_{internal}",) if internal else ())
+
+
 def requested_outputs(request: ParsedRequest, model: ModelDescription) -> tuple[RequestedOutput, ...]:
-    """The outputs to return (all by default), checked before anything runs."""
+    """The outputs to return (all by default; with `explain`, its outputs too), checked before anything runs."""
+    explained = explain_outputs(model)
     if request.outputs is None:
-        return tuple(RequestedOutput(name, request.binary_output, 0) for name in OUTPUTS)
+        names = OUTPUTS + (explained if request.explain else ())
+        return tuple(RequestedOutput(name, request.binary_output, 0) for name in names)
     seen: set[str] = set()
     classes = len(model.spec.labels)
     resolved = []
     for out in request.outputs:
-        if out.name not in OUTPUTS:
-            raise UnknownField(f"unknown output '{out.name}'; the outputs are {', '.join(OUTPUTS)}")
+        if out.name in explained and not request.explain:
+            raise UnknownField(f"output '{out.name}' is an explanation: send the request parameter explain: true")
+        if out.name not in OUTPUTS + explained:
+            raise UnknownField(
+                f"unknown output '{out.name}'; the outputs are {', '.join(OUTPUTS)}, and with the request parameter "
+                f"explain: true, {', '.join(explained)}"
+            )
         if out.name in seen:
             raise MalformedRequest(f"output '{out.name}' is requested more than once")
         if out.classification and out.name != PROBABILITIES:
@@ -139,14 +175,42 @@ def output_tensors(
     for out in wanted:
         if out.name == LABELS:
             tensors.append(OutputTensor(LABELS, "BYTES", (len(labels),), list(labels), out.binary))
-        elif out.classification:
+        elif out.name == PROBABILITIES and out.classification:
             k = out.classification
             top = np.argsort(-probs, axis=1, kind="stable")[:, :k]
             strings = [f"{row[i]!s}:{i}:{labels[i]}" for row, idx in zip(probs, top) for i in idx]
             tensors.append(OutputTensor(PROBABILITIES, "BYTES", (len(predictions), k), strings, out.binary))
-        else:
+        elif out.name == PROBABILITIES:
             tensors.append(OutputTensor(PROBABILITIES, "FP32", probs.shape, probs, out.binary))
+        else:
+            tensors.append(_explanation_tensor(model, predictions, out))
     return tensors
+
+
+def _explanation_tensor(
+    model: ModelDescription, predictions: Sequence[Prediction], out: RequestedOutput
+) -> OutputTensor:
+    axis = model.spec.ordered_modalities
+    if out.name == MODALITY_AXIS:
+        return OutputTensor(out.name, "BYTES", (len(axis),), list(axis), out.binary)
+    explanations = [p.explanation for p in predictions]
+    assert all(e is not None for e in explanations), "explanation outputs are only requested with explain"
+    if out.name in (AGREEMENT, CONFLICT):
+        flags = np.array([e.agreement if out.name == AGREEMENT else e.conflict for e in explanations], dtype=bool)
+        return OutputTensor(out.name, "BOOL", flags.shape, flags, out.binary)
+    rows = []
+    for e in explanations:
+        if out.name == ATTRIBUTIONS:
+            per_sent = e.attributions
+        elif out.name == MODALITY_PROBABILITIES:
+            per_sent = np.stack([e.subsets[m] for m in e.modalities])
+        else:  # fusion_<internal>: last axis over the sent modalities
+            per_sent = np.moveaxis(e.fusion[out.name.removeprefix("fusion_")], -1, 0)
+        full = np.zeros((len(axis), *per_sent.shape[1:]), dtype=np.float32)
+        full[[axis.index(m) for m in e.modalities]] = per_sent
+        rows.append(np.moveaxis(full, 0, -1) if out.name.startswith("fusion_") else full)
+    values = np.stack(rows)
+    return OutputTensor(out.name, "FP32", values.shape, values, out.binary)
 
 
 def _element(name: str, index: int, data: Buffer, from_base64: bool, limit: int) -> Buffer | None:
