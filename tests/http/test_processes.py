@@ -71,22 +71,29 @@ def test_workers_share_the_port_and_the_metrics(models_dir: Path, tmp_path: Path
 
 
 def test_batches_form_across_workers_in_the_model_owner(models_dir: Path, tmp_path: Path) -> None:
-    with serve_process(models_dir, tmp_path, forward_s=0.3, workers=2, model_placement="owner", max_batch_size=16,
+    # 13 requests a round: the first keeps the owner busy for 1 s while the other 12 arrive through both workers
+    # and queue there together. Which worker accepts each connection is the kernel's choice, and a loaded machine
+    # may deliver the uploads slowly: up to three rounds, one of which must show a batch fed by both workers.
+    rounds = []
+    with serve_process(models_dir, tmp_path, forward_s=1.0, workers=2, model_placement="owner", max_batch_size=16,
                        log_level="info") as server:
-        first = threading.Thread(target=predict, args=(server.url,))
-        first.start()
-        time.sleep(0.1)  # the owner is busy with the first for 0.3 s: the next ones queue there together
-        with ThreadPoolExecutor(12) as pool:
-            responses = list(pool.map(lambda _: predict(server.url), range(12)))
-        first.join()
-        log = server.log()
-    assert all(r.status_code == 200 for r in responses)
-    largest = max(r.json()["timing"]["batch_size"] for r in responses)
-    # 13 requests in all, so only one batch can hold 7 or more: if both workers served requests of that size, that
-    # one batch took requests from both.
-    assert largest >= 7
-    access = [e for e in log if e.get("logger") == "app.access" and e["route"] == "/v1/predict"]
-    assert {e["process"] for e in access if e["batch_size"] == largest} == {"worker-0", "worker-1"}
+        for _ in range(3):
+            first = threading.Thread(target=predict, args=(server.url,))
+            first.start()
+            time.sleep(0.2)
+            with ThreadPoolExecutor(12) as pool:
+                responses = list(pool.map(lambda _: predict(server.url), range(12)))
+            first.join()
+            assert all(r.status_code == 200 for r in responses)
+            ids = {r.headers["x-request-id"] for r in responses}
+            access = [e for e in server.log() if e.get("logger") == "app.access" and e.get("request_id") in ids]
+            largest = max(e["batch_size"] for e in access)
+            # only one batch of a round can hold 7 or more of its 13: if both workers served requests of that size,
+            # that one batch took requests from both
+            rounds.append((largest, sorted({e["process"] for e in access if e["batch_size"] == largest})))
+            if largest >= 7 and rounds[-1][1] == ["worker-0", "worker-1"]:
+                return
+    raise AssertionError(f"no batch of 7+ fed by both workers in 3 rounds (largest batch, its workers): {rounds}")
 
 
 def test_a_killed_worker_is_restarted_and_the_service_keeps_answering(models_dir: Path, tmp_path: Path) -> None:
