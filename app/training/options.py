@@ -245,7 +245,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--init-from", type=Path, default=None, metavar="ARTIFACT",
                    help="fine-tune: start from this artifact folder's weights, with its architecture (modalities, "
                         "labels, encoders, widths, sizes, tokenizer, fusion) unless a flag sets it; preprocessing "
-                        "and augmentation follow the flags. A --checkpoint folder resumes a stopped run")
+                        "and augmentation follow the flags. From a --checkpoint folder, a stopped run continues (with a "
+                        "new learning-rate schedule; give --version to keep its version)")
     g.add_argument("--no-amp", dest="amp", action="store_false",
                    help="on CUDA, train in float32 rather than with bfloat16 autocast")
     augment.add_arguments(parser)
