@@ -1,6 +1,7 @@
 """The shipped default model, served as shipped: README's example answer, and every input subset of it."""
 from __future__ import annotations
 
+import io
 import itertools
 import json
 import re
@@ -8,6 +9,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from PIL import Image, ImageDraw, ImageFont
 
 from tests.server import Server, running_server
 
@@ -112,3 +114,25 @@ def test_the_shipped_model_reports_its_runtime(shipped: Server) -> None:
     if runtime["name"] == "onnxruntime":
         assert runtime["onnx_parts"] == ["all", "audio", "fusion", "image", "text"]
         assert 0 <= runtime["parity"] <= 1e-4
+
+
+DEJAVU_BOLD = Path("/usr/share/fonts/truetype/dejavu/DejaVuSans-Bold.ttf")  # Debian's fonts-dejavu-core
+
+
+@pytest.mark.skipif(not DEJAVU_BOLD.is_file(), reason="needs fonts-dejavu-core")
+def test_a_dark_digit_on_white_is_read(shipped: Server) -> None:
+    """Black ink on a white 200x200 picture, as a drawing app saves it (v1, trained on light-on-dark 28x28
+    images stretched whole, read none of these)."""
+    font = ImageFont.truetype(str(DEJAVU_BOLD), 150)
+    wrong = {}
+    with shipped.client() as c:
+        for digit in "0123456789":
+            picture = Image.new("RGB", (200, 200), "white")
+            ImageDraw.Draw(picture).text((100, 100), digit, fill="black", font=font, anchor="mm")
+            png = io.BytesIO()
+            picture.save(png, "PNG")
+            r = c.post("/v1/predict", files={"image": ("digit.png", png.getvalue(), "image/png")})
+            assert r.status_code == 200, r.text
+            if (top := r.json()["top"][0])["label"] != digit:
+                wrong[digit] = top
+    assert not wrong

@@ -170,6 +170,11 @@ class ArtifactSpec(_Strict):
         default_factory=dict,
         description="The training-time augmentation the weights were trained with (a record; serving ignores it).",
     )
+    init_from: dict[str, str] = Field(
+        default_factory=dict,
+        description="The artifact whose weights training started from (name, version, sha256 of its weights file; "
+        "`train --init-from`); a record, serving ignores it.",
+    )
 
     @model_validator(mode="after")
     def _consistent(self) -> ArtifactSpec:

@@ -53,6 +53,7 @@ class TrainConfig:
     device: str = "auto"
     amp: bool = True
     checkpoint: Path | None = None
+    init_from: Path | None = None  # an artifact folder to fine-tune (app/training/init_from.py)
     # augmentation: flat `<modality>_<name>` settings given on the command line (the rest take their defaults)
     augment: bool = True
     augmentation: dict[str, Any] = field(default_factory=dict)
@@ -223,7 +224,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--manifest", type=Path, required=True, help="JSONL manifest (see README)")
     parser.add_argument("--out", type=Path, required=True, help="artifact folder to write, e.g. models/mymodel")
     parser.add_argument("--name", default=None, help="model name (default: the out folder's name)")
-    parser.add_argument("--version", default=d.version)
+    parser.add_argument("--version", default=None, help=f"(default: {d.version}; with --init-from, its version + 1)")
     parser.add_argument("--description", default=d.description)
     parser.add_argument("--seed", type=int, default=d.seed)
     parser.add_argument("--modalities", default=None, help="comma list; default: those in the manifest")
@@ -241,14 +242,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--device", default=d.device, help="auto (CUDA when present), cpu, cuda or cuda:N")
     g.add_argument("--checkpoint", type=Path, default=None,
                    help="after each epoch that improves, write the model so far here as an (uncalibrated) artifact")
+    g.add_argument("--init-from", type=Path, default=None, metavar="ARTIFACT",
+                   help="fine-tune: start from this artifact folder's weights, with its architecture (modalities, "
+                        "labels, encoders, widths, sizes, tokenizer, fusion) unless a flag sets it; preprocessing "
+                        "and augmentation follow the flags. From a --checkpoint folder, a stopped run continues (with a "
+                        "new learning-rate schedule; give --version to keep its version)")
     g.add_argument("--no-amp", dest="amp", action="store_false",
                    help="on CUDA, train in float32 rather than with bfloat16 autocast")
     augment.add_arguments(parser)
     g = parser.add_argument_group("image encoder and preprocessing")
-    g.add_argument("--image-encoder", choices=["cnn", "resnet18", "resnet50", "mobilenet_v3_small"], default=d.image_encoder)
-    g.add_argument("--image-size", type=int, default=d.image_size)
-    g.add_argument("--image-channels", type=int, choices=[1, 3], default=d.image_channels)
-    g.add_argument("--image-width", type=int, default=d.image_width)
+    g.add_argument("--image-encoder", choices=["cnn", "resnet18", "resnet50", "mobilenet_v3_small"], default=None,
+                   help=f"(default: {d.image_encoder})")
+    for name in ("image_size", "image_channels", "image_width"):
+        g.add_argument(f"--{name.replace('_', '-')}", type=int, default=None, help=f"(default: {getattr(d, name)})",
+                       **({"choices": [1, 3]} if name == "image_channels" else {}))
     g.add_argument("--image-fit", choices=["ink", "stretch"], default=d.image_fit,
                    help="ink: the square around the ink, over a flattened background; stretch: the whole picture")
     g.add_argument("--image-polarity", choices=["light_on_dark", "as_is"], default=d.image_polarity,
@@ -258,24 +265,25 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--image-weights", type=Path, default=None,
                    help="a torchvision state dict (.pth or .safetensors) for a torchvision --image-encoder")
     g = parser.add_argument_group("text encoder and preprocessing")
-    g.add_argument("--text-encoder", choices=["transformer", "lstm", "gru"], default=d.text_encoder)
-    g.add_argument("--tokenizer", choices=["bytes", "words"], default=d.tokenizer)
+    g.add_argument("--text-encoder", choices=["transformer", "lstm", "gru"], default=None,
+                   help=f"(default: {d.text_encoder})")
+    g.add_argument("--tokenizer", choices=["bytes", "words"], default=None, help=f"(default: {d.tokenizer})")
     for name in ("max_tokens", "text_dim", "text_layers", "text_heads"):
-        g.add_argument(f"--{name.replace('_', '-')}", type=int, default=getattr(d, name))
+        g.add_argument(f"--{name.replace('_', '-')}", type=int, default=None, help=f"(default: {getattr(d, name)})")
     g.add_argument("--text-normalize", choices=["digits", "nfc"], default=d.text_normalize,
                    help="digits: every script's digits and emoji keycaps read as ASCII digits")
     g = parser.add_argument_group("audio encoder and preprocessing")
-    g.add_argument("--audio-encoder", choices=["tcnn", "cnn"], default=d.audio_encoder)
+    g.add_argument("--audio-encoder", choices=["tcnn", "cnn"], default=None, help=f"(default: {d.audio_encoder})")
     for name in ("sample_rate", "n_fft", "hop_length", "n_mels", "audio_width"):
-        g.add_argument(f"--{name.replace('_', '-')}", type=int, default=getattr(d, name))
-    g.add_argument("--clip-seconds", type=float, default=d.clip_seconds)
+        g.add_argument(f"--{name.replace('_', '-')}", type=int, default=None, help=f"(default: {getattr(d, name)})")
+    g.add_argument("--clip-seconds", type=float, default=None, help=f"(default: {d.clip_seconds})")
     g.add_argument("--audio-window", choices=["speech", "loudest"], default=d.audio_window,
                    help="which clip-length window of a longer recording the model hears")
     g = parser.add_argument_group("fusion")
-    g.add_argument("--fusion", choices=list(FUSION_TYPES), default=d.fusion)
+    g.add_argument("--fusion", choices=list(FUSION_TYPES), default=None, help=f"(default: {d.fusion})")
     for name in ("fusion_dim", "fusion_hidden", "fusion_heads", "fusion_layers"):
-        g.add_argument(f"--{name.replace('_', '-')}", type=int, default=getattr(d, name))
-    g.add_argument("--dropout", type=float, default=d.dropout)
+        g.add_argument(f"--{name.replace('_', '-')}", type=int, default=None, help=f"(default: {getattr(d, name)})")
+    g.add_argument("--dropout", type=float, default=None, help=f"(default: {d.dropout})")
     g.add_argument("--compare-fusions", action="store_true",
                    help="also train every other fusion type on the same data and tabulate them in the card")
 
@@ -289,4 +297,9 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
     for key in ("modalities", "labels"):
         if isinstance(values.get(key), str):
             values[key] = tuple(x.strip() for x in values[key].split(",") if x.strip())
-    return TrainConfig(**values)
+    cfg = TrainConfig(**values)
+    if cfg.init_from is not None:  # the architecture flags not given (None above) come from the artifact
+        from app.training import init_from
+
+        cfg = init_from.configure(cfg, given={k for k in values if k != "name"})
+    return cfg

@@ -131,6 +131,10 @@ def card(spec: ArtifactSpec, m: dict[str, Any]) -> str:
         f"- epochs run: {len(m['history'])}, wall time {m['train_seconds']:.0f} s",
         f"- settings: `{_settings_line(m['training'])}`",
     ]
+    if spec.init_from:
+        src = spec.init_from
+        out.append(f"- initialised from: {src.get('name')} v{src.get('version')} (`--init-from {src.get('path')}`; "
+                   f"weights sha256 `{src.get('weights_sha256')}`), then fine-tuned with the settings above")
     if spec.augmentation:
         out.append(f"- augmentation (training only; config.json `augmentation`): `{_settings_line(spec.augmentation)}`")
     elif m.get("training", {}).get("augment") is False:

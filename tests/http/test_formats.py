@@ -6,10 +6,12 @@ name and Content-Type.
 "The same content" is, for audio, first what the encoder kept: the file decoded by a plain decoder outside the
 service (PyAV with FFmpeg's own probing and defaults) and sent as a float WAV, for every format. Then, for the codecs
 that keep this clip as it was, the shipped digit.wav itself. The others change the clip before any decoder sees it:
-8 kHz speech codecs (AMR-NB, GSM) drop everything above 4 kHz, u-law keeps 8 bits, and MP3 without a LAME tag and
+8 kHz speech codecs (AMR-NB, GSM) drop everything above 4 kHz, u-law keeps 8 bits, MP3 without a LAME tag and
 AAC without an edit list (ADTS, fragmented MP4) add an encoder delay the file does not declare, so the model sees the
-clip shifted. The audio-only prediction of this sample is nearly flat (top 0.18), so those move it by up to 0.08;
-they are held to 0.1 instead, and each of them still matches its own decoded content within 0.02."""
+clip shifted, and FFmpeg's AAC encoder, even in a container with an edit list, changes the clip's spectrum (digits
+v2 moves by 0.04 on it, same top label). The audio-only prediction of this sample is nearly flat (top 0.22), so
+those move it by up to 0.08; they are held to 0.1 instead, and each of them still matches its own decoded content
+within 0.02."""
 from __future__ import annotations
 
 import base64
@@ -32,7 +34,8 @@ DIGIT_WAV = (ROOT / "bench/assets/digit.wav").read_bytes()
 DIGIT_PNG = (ROOT / "bench/assets/digit.png").read_bytes()
 TOLERANCE = 0.02
 CHANGED_BY_THE_ENCODER = frozenset(
-    {"amr-nb", "3gp-amr-nb", "wav-gsm", "aifc-ulaw", "mp3-no-xing-tag", "wav-mp3", "adts-aac", "mp4-fragmented-aac"}
+    {"amr-nb", "3gp-amr-nb", "wav-gsm", "aifc-ulaw", "mp3-no-xing-tag", "wav-mp3", "adts-aac", "mp4-fragmented-aac",
+     "m4a-aac", "3gp-aac", "mp4-h264-aac-video"}
 )
 
 
@@ -123,4 +126,4 @@ def test_v2_decodes_a_batch_of_mixed_formats(digits: Server, audio_reference: di
     labels = outputs["labels"]
     for i, kind in enumerate(kinds):
         row = dict(zip(labels, outputs["probabilities"][i * len(labels) : (i + 1) * len(labels)], strict=True))
-        assert_same_prediction(row, audio_reference)
+        assert_same_prediction(row, audio_reference, 0.1 if kind in CHANGED_BY_THE_ENCODER else TOLERANCE)
