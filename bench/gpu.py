@@ -15,7 +15,6 @@ import shutil
 import statistics
 import subprocess
 import sys
-import time
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -27,7 +26,7 @@ sys.path.insert(0, str(ROOT))
 
 from bench import closedloop  # noqa: E402
 from bench.inprocess import measure  # noqa: E402
-from bench.run import build_request, machine_info  # noqa: E402
+from bench.run import Server, build_request, machine_info  # noqa: E402
 
 
 class GpuSampler:
@@ -85,62 +84,28 @@ def inprocess(args: argparse.Namespace, sampler: GpuSampler) -> dict:
     return result
 
 
-class Service:
-    """`fusion-serve serve` on the device, `--workers` passed only when more than one is asked for."""
+class Service(Server):
+    """The service under test, on the server's cores (with 8 or more, the last four are the load generator's)."""
 
     def __init__(self, args: argparse.Namespace, max_batch: int) -> None:
-        self.url = f"http://127.0.0.1:{args.port}"
-        env = {
-            **os.environ,
-            "FUSION_MODELS_DIR": str(args.models_dir),
-            "FUSION_DEFAULT_MODEL": args.model,
-            "FUSION_DEVICE": args.device,
-            "FUSION_HOST": "127.0.0.1",
-            "FUSION_PORT": str(args.port),
-            "FUSION_MAX_BATCH_SIZE": str(max_batch),
-            "FUSION_MAX_QUEUE_SIZE": "4096",
-            "FUSION_MAX_INFLIGHT_REQUESTS": "4096",
-            "FUSION_LOG_LEVEL": "warning",
-        }
-        command = [sys.executable, "-m", "app.cli", "serve"]
-        if args.workers > 1:
-            command += ["--workers", str(args.workers)]
-        cores = os.sched_getaffinity(0)
-        self.client_cores = sorted(cores)[-4:] if len(cores) >= 8 else sorted(cores)
-        server_cores = sorted(cores)[:-4] if len(cores) >= 8 else sorted(cores)
-        if shutil.which("taskset"):
-            command = ["taskset", "-c", ",".join(map(str, server_cores)), *command]
-        self.log = open(args.work / "service.log", "w")  # noqa: SIM115 - closed in stop()
-        t0 = time.perf_counter()
-        self.proc = subprocess.Popen(command, env=env, cwd=ROOT, stdout=self.log, stderr=subprocess.STDOUT)
-        while True:
-            try:
-                if httpx.get(f"{self.url}/readyz", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if self.proc.poll() is not None or time.perf_counter() - t0 > args.ready_timeout:
-                self.stop()
-                raise RuntimeError(f"the service did not become ready; see {args.work / 'service.log'}")
-            time.sleep(0.2)
-        self.ready_s = time.perf_counter() - t0
+        cores = sorted(os.sched_getaffinity(0))
+        self.client_cores = cores[-4:] if len(cores) >= 8 else cores
+        server_cores = cores[:-4] if len(cores) >= 8 else cores
+        super().__init__(
+            args.port, args.models_dir, args.model, env={
+                "FUSION_DEVICE": args.device,
+                "FUSION_HOST": "127.0.0.1",
+                "FUSION_WORKERS": str(args.workers),
+                "FUSION_TORCH_THREADS": "0",
+                "FUSION_MAX_BATCH_SIZE": str(max_batch),
+                "FUSION_MAX_QUEUE_SIZE": "4096",
+                "FUSION_MAX_INFLIGHT_REQUESTS": "4096",
+                "FUSION_LOG_LEVEL": "warning",
+            },
+            pin=",".join(map(str, server_cores)) if shutil.which("taskset") else None,
+            ready_timeout_s=args.ready_timeout, log_path=args.work / "service.log",
+        )
         self.model = httpx.get(f"{self.url}/v1/models/{args.model}").json()
-
-    def batch_hist(self) -> dict[str, float]:
-        text = httpx.get(f"{self.url}/metrics").text
-        out = {}
-        for name in ("sum", "count"):
-            m = re.search(rf"^fusion_batch_size_requests_{name}\{{.*?\}} ([0-9.e+]+)$", text, re.M)
-            out[name] = float(m.group(1)) if m else 0.0
-        return out
-
-    def stop(self) -> None:
-        self.proc.terminate()
-        try:
-            self.proc.wait(30)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-        self.log.close()
 
 
 def service(args: argparse.Namespace, sampler: GpuSampler, limit: float) -> dict:

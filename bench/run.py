@@ -69,10 +69,11 @@ class Server:
 
     def __init__(
         self, port: int, models_dir: Path, model: str, env: dict[str, str], source: Path | None = None,
-        pin: str | None = SERVER_CORE,
+        pin: str | None = SERVER_CORE, ready_timeout_s: float = 120, log_path: Path | None = None,
     ) -> None:
         """`source`: a checkout whose `app` to serve (another version, for A/B runs); default the installed one.
-        `pin`: the cores it runs on (taskset); None: wherever the kernel puts it."""
+        `pin`: the cores it runs on (taskset); None: wherever the kernel puts it. `log_path`: where its output
+        goes (default: nowhere)."""
         self.url = f"http://127.0.0.1:{port}"
         full_env = {
             **os.environ,
@@ -85,8 +86,9 @@ class Server:
         exe = shutil.which("fusion-serve") or str(Path(sys.executable).parent / "fusion-serve")
         command = [exe, "serve"] if source is None else [sys.executable, "-m", "app.cli", "serve"]
         t0 = time.perf_counter()
+        self.log = open(log_path, "w") if log_path else subprocess.DEVNULL  # noqa: SIM115 - closed in stop()
         self.proc = subprocess.Popen(
-            [*pinned(pin), *command], env=full_env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=source,
+            [*pinned(pin), *command], env=full_env, stdout=self.log, stderr=subprocess.STDOUT, cwd=source,
         )
         while True:
             try:
@@ -94,8 +96,9 @@ class Server:
                     break
             except httpx.HTTPError:
                 pass
-            if self.proc.poll() is not None or time.perf_counter() - t0 > 120:
-                raise RuntimeError("server did not become ready")
+            if self.proc.poll() is not None or time.perf_counter() - t0 > ready_timeout_s:
+                self.stop()
+                raise RuntimeError(f"server did not become ready{f'; see {log_path}' if log_path else ''}")
             time.sleep(0.05)
         self.ready_s = time.perf_counter() - t0
 
@@ -125,6 +128,8 @@ class Server:
             self.proc.wait(30)
         except subprocess.TimeoutExpired:
             self.proc.kill()
+        if self.log is not subprocess.DEVNULL:
+            self.log.close()
 
 
 def _ms(value: str) -> float:
