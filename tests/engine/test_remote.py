@@ -26,6 +26,16 @@ from tests.helpers import png_bytes, wav_bytes
 RAW = RawInputs(image=png_bytes(), text=b"a cat", audio=wav_bytes())
 
 
+async def connected(config: EngineConfig, path: Path) -> RemoteEngine:
+    """A front end connected to the owner at `path`."""
+    front = RemoteEngine(config, [path])
+    front.load()
+    front.start()
+    while not front.healthy:
+        await asyncio.sleep(0.01)
+    return front
+
+
 def test_samples_and_errors_survive_the_wire() -> None:
     sample = Sample(image=torch.rand(1, 4, 4), text=torch.tensor([5, 6, 7]), audio=None)
     message = ("predict", 7, "m", ipc.pack_samples([sample]))
@@ -102,12 +112,7 @@ def test_front_ends_share_the_owners_batches(
     monkeypatch.setattr(Predictor, "predict", hold_first)
 
     async def main() -> list[int]:
-        fronts = [RemoteEngine(config, [path]) for _ in range(2)]
-        for f in fronts:
-            f.load()
-            f.start()
-        while not all(f.healthy for f in fronts):
-            await asyncio.sleep(0.01)
+        fronts = [await connected(config, path) for _ in range(2)]
         first = asyncio.ensure_future(fronts[0].predict(None, [RAW]))
         while not held.is_set():
             await asyncio.sleep(0.01)
@@ -127,11 +132,7 @@ def test_errors_come_back_as_the_same_error(owned: tuple[EngineConfig, Path, Own
     config, path, _ = owned
 
     async def main() -> None:
-        front = RemoteEngine(config, [path])
-        front.load()
-        front.start()
-        while not front.healthy:
-            await asyncio.sleep(0.01)
+        front = await connected(config, path)
         with pytest.raises(CorruptInput):  # decoded in the front end: never sent
             await front.predict(None, [RawInputs(image=b"\x89PNG\r\n\x1a\n-truncated")])
         (p,) = await front.predict(None, [RAW])
@@ -164,11 +165,7 @@ def test_explanations_cross_the_process_boundary(owned: tuple[EngineConfig, Path
     config, path, _ = owned
 
     async def main() -> None:
-        front = RemoteEngine(config, [path])
-        front.load()
-        front.start()
-        while not front.healthy:
-            await asyncio.sleep(0.01)
+        front = await connected(config, path)
         (p,) = await front.predict(None, [RAW], explain=True)
         (plain,) = await front.predict(None, [RAW])
         alone = await front.predict(None, [RawInputs(image=RAW.image), RawInputs(text=RAW.text),
