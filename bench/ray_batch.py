@@ -22,7 +22,7 @@ from ray import serve
 from ray.serve.deployment import Application
 
 from app.config import Settings
-from app.engine.batcher import BatchConfig, BatchObserver, BatchResult
+from app.engine.batching import BatchConfig, BatchObserver, BatchResult
 from app.engine.config import EngineConfig
 from app.engine.engine import TorchEngine
 from app.engine.served import ServedModel

@@ -24,9 +24,9 @@ import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
-from typing import Any, Generic, Protocol, TypeVar
+from typing import Any, Generic, TypeVar
 
+from app.engine.batching import BatchConfig, BatchObserver, BatchResult, NullObserver
 from app.errors import DeadlineExceeded, ModelFailure, NotReady, Overloaded
 
 log = logging.getLogger(__name__)
@@ -38,47 +38,6 @@ R = TypeVar("R")
 # Event-loop passes without a new request or announcement after which a forming batch stops looking for company.
 # One pass is tens of microseconds; on loopback at concurrency 8 and 32, 3 filled the batches, 1 did not.
 _QUIET_PASSES = 3
-
-
-@dataclass(frozen=True, slots=True)
-class BatchConfig:
-    """How batches form (from the service's settings: app.engine.config)."""
-
-    max_batch_size: int
-    max_wait_s: float
-    max_queue_size: int
-    timeout_s: float
-
-
-@dataclass(frozen=True, slots=True)
-class BatchResult(Generic[R]):
-    """One request's output and how it was served."""
-
-    value: R
-    queue_ms: float
-    compute_ms: float
-    batch_size: int
-
-
-class BatchObserver(Protocol):
-    """Receives what the batcher does (for metrics)."""
-
-    def batch_done(self, size: int, queue_waits_s: Sequence[float], compute_s: float) -> None: ...
-
-    def rejected(self, reason: str) -> None: ...
-
-    def queue_depth(self, depth: int) -> None: ...
-
-
-class _NullObserver:
-    def batch_done(self, size: int, queue_waits_s: Sequence[float], compute_s: float) -> None:
-        pass
-
-    def rejected(self, reason: str) -> None:
-        pass
-
-    def queue_depth(self, depth: int) -> None:
-        pass
 
 
 class Announcement:
@@ -129,7 +88,7 @@ class DynamicBatcher(Generic[T, R]):
         self._handler = handler
         self.config = config
         self.name = name
-        self._observer: BatchObserver = observer or _NullObserver()
+        self._observer: BatchObserver = observer or NullObserver()
         self._queue: deque[_Pending[T, R]] = deque()
         self._wakeup = asyncio.Event()
         self._executor: ThreadPoolExecutor | None = None

@@ -5,7 +5,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from app.config import Settings
-from app.engine.batcher import BatchConfig
+from app.engine.batching import BatchConfig
 from app.inputs.limits import DecodeLimits
 
 

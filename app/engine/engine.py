@@ -14,7 +14,8 @@ from pathlib import Path
 import torch
 
 from app.engine.api import Announcement, ModelDescription, Prediction
-from app.engine.batcher import BatchObserver, DynamicBatcher
+from app.engine.batcher import DynamicBatcher
+from app.engine.batching import BatchObserver
 from app.engine.catalog import find_models
 from app.engine.config import EngineConfig
 from app.engine.frontend import FrontEnd

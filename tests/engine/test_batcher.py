@@ -8,7 +8,8 @@ from typing import Any
 
 import pytest
 
-from app.engine.batcher import BatchConfig, DynamicBatcher
+from app.engine.batcher import DynamicBatcher
+from app.engine.batching import BatchConfig
 from app.errors import DeadlineExceeded, ModelFailure, NotReady, Overloaded
 
 
