@@ -8,7 +8,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import multiprocessing
 import os
 import time
 from collections import Counter
@@ -17,14 +16,19 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import soundfile as sf
-from PIL import Image
-from tqdm import tqdm
 
 from app.errors import SettingError, UsageError
 from app.training import synth_audio, synth_heldout, synth_image, synth_text
-from app.training.synth_audio import AudioNoise, UtteranceBank
-from app.training.synth_image import GlyphBank, ImageNoise
+from app.training.render_rows import (
+    HELDOUT_STREAM,
+    LABEL_STREAM,
+    VOICE_STREAM,
+    Context,
+    render_all,
+    row_id,
+)
+from app.training.synth_audio import AudioNoise
+from app.training.synth_image import ImageNoise
 from app.training.synth_text import TextNoise
 
 LABELS: tuple[str, ...] = tuple(str(digit) for digit in range(10))
@@ -36,8 +40,6 @@ DEFAULT_SIZE = 12000
 DEFAULT_HELDOUT_SIZE = 2000
 HELDOUT_VOICES = 36
 FORMAT_VERSION = 1
-# Independent random streams: SeedSequence(seed, spawn_key=(stream, ...)).
-_LABEL_STREAM, _SAMPLE_STREAM, _VOICE_STREAM, _HELDOUT_STREAM = 0, 1, 2, 3
 _PREFIXES: dict[str, type] = {"image": ImageNoise, "audio": AudioNoise, "text": TextNoise}
 
 
@@ -120,68 +122,9 @@ def run(args: argparse.Namespace) -> Path:
     return manifest
 
 
-@dataclass(frozen=True)
-class _Context:
-    """What a worker needs to render samples; sent once per worker process."""
-
-    out_dir: Path
-    seed: int
-    id_width: int
-    noise: NoiseSettings
-    glyphs: GlyphBank
-    utterances: UtteranceBank | None
-    heldout: synth_heldout.HeldoutSources | None
-
-
-_context: _Context | None = None
-
-
-def _init_worker(context: _Context) -> None:
-    global _context
-    _context = context
-
-
-def _sample_id(index: int, width: int) -> str:
-    return f"{index:0{width}d}"
-
-
-def _render_sample(task: tuple[int, int, bool]) -> tuple[int, bool, str, str, str | None]:
-    """Write one row's image and audio files; returns (index, held out, image path, caption, audio path)."""
-    index, label, heldout = task
-    context = _context
-    assert context is not None, "worker not initialised"
-    # One SeedSequence per sample (not per worker), split per modality, so the output does not
-    # depend on the worker count and one modality's settings do not shift another's randomness.
-    stream = _HELDOUT_STREAM if heldout else _SAMPLE_STREAM
-    image_seed, audio_seed, text_seed = np.random.SeedSequence(context.seed, spawn_key=(stream, index) if not heldout else (stream, 0, index)).spawn(3)
-    image_rng, audio_rng, text_rng = (np.random.default_rng(seed) for seed in (image_seed, audio_seed, text_seed))
-    if heldout:
-        assert context.heldout is not None
-        sample_id = "h" + _sample_id(index, context.id_width)
-        picture, suffix = synth_heldout.render_image(context.heldout, label, image_rng)
-        image_path = f"heldout/images/{sample_id}{suffix}"
-        synth_heldout.save_image(picture, context.out_dir / image_path, image_rng)
-        audio_path = None
-        if context.utterances is not None:
-            samples, rate, suffix = synth_heldout.render_audio(context.heldout, label, audio_rng)
-            audio_path = f"heldout/audio/{sample_id}{suffix}"
-            synth_heldout.save_audio(samples, rate, context.out_dir / audio_path)
-        return index, True, image_path, synth_heldout.render_text(label, text_rng), audio_path
-    sample_id = _sample_id(index, context.id_width)
-    image = synth_image.render_image(context.glyphs, label, image_rng, context.noise.image)
-    image_path = f"images/{sample_id}.png"
-    Image.fromarray(image, mode="L").save(context.out_dir / image_path)
-    audio_path = None
-    if context.utterances is not None:
-        clip = synth_audio.render_audio(context.utterances, label, audio_rng, context.noise.audio)
-        audio_path = f"audio/{sample_id}.wav"
-        sf.write(context.out_dir / audio_path, synth_audio.to_pcm16(clip), synth_audio.SAMPLE_RATE, subtype="PCM_16")
-    return index, False, image_path, synth_text.render_text(label, text_rng, context.noise.text), audio_path
-
-
 def assign_labels_and_splits(size: int, seed: int) -> tuple[np.ndarray, list[str]]:
     """Balanced labels in random order and a split per row, stratified 80/10/10 by label."""
-    rng = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(_LABEL_STREAM,)))
+    rng = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(LABEL_STREAM,)))
     labels = rng.permutation(np.arange(size) % len(LABELS))
     splits = [""] * size
     position = 0
@@ -192,31 +135,6 @@ def assign_labels_and_splits(size: int, seed: int) -> tuple[np.ndarray, list[str
     return labels, splits
 
 
-_Rendered = tuple[str, str, str | None]  # image path, caption, audio path
-
-
-def _render_all(context: _Context, tasks: list[tuple[int, int, bool]], workers: int) -> dict[tuple[bool, int], _Rendered]:
-    """Render every row (in this process when workers <= 1), keyed by (held out, index)."""
-    global _context
-    rendered: dict[tuple[bool, int], _Rendered] = {}
-    with tqdm(total=len(tasks), desc="make-data", unit="row", disable=None) as progress:
-        if workers <= 1:
-            _context = context
-            try:
-                for index, heldout, *row in map(_render_sample, tasks):
-                    rendered[heldout, index] = tuple(row)  # type: ignore[assignment]
-                    progress.update()
-            finally:
-                _context = None
-        else:
-            # spawn, not fork: the caller may hold threads (torch, tqdm) that fork would copy mid-state.
-            with multiprocessing.get_context("spawn").Pool(workers, _init_worker, (context,)) as pool:
-                for index, heldout, *row in pool.imap_unordered(_render_sample, tasks, chunksize=32):
-                    rendered[heldout, index] = tuple(row)  # type: ignore[assignment]
-                    progress.update()
-    return rendered
-
-
 def _heldout_sources(espeak: str | None, seed: int, workers: int, languages: list[str]) -> synth_heldout.HeldoutSources:
     fonts = tuple(path for path in synth_image.font_files(part="heldout") if synth_image.usable_font(path))
     strokes, stroke_labels = synth_image.uci_strokes("heldout")
@@ -224,7 +142,7 @@ def _heldout_sources(espeak: str | None, seed: int, workers: int, languages: lis
     if espeak is not None:
         have_languages, have_variants = synth_audio.installed_voices(espeak, synth_heldout.HELDOUT_DIALECTS,
                                                                      synth_heldout.HELDOUT_VARIANTS)
-        rng = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(_HELDOUT_STREAM, 1, 0)))
+        rng = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(HELDOUT_STREAM, 1, 0)))
         voices = synth_heldout.choose_voices(rng, languages, have_languages, have_variants or [""], HELDOUT_VOICES)
         utterances = synth_audio.build_utterance_bank(espeak, voices, workers=workers)
     return synth_heldout.HeldoutSources(fonts=fonts, handwriting=strokes, handwriting_labels=stroke_labels,
@@ -263,27 +181,27 @@ def generate(
     utterances = None
     if espeak is not None:
         languages, variants = synth_audio.installed_voices(espeak)
-        voice_rng = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(_VOICE_STREAM,)))
+        voice_rng = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(VOICE_STREAM,)))
         voices = synth_audio.choose_voices(voice_rng, languages, variants, noise.audio.voices_per_language)
         utterances = synth_audio.build_utterance_bank(espeak, voices, workers=workers)
     glyphs = synth_image.build_glyph_bank()
     heldout = _heldout_sources(espeak, seed, workers, languages) if heldout_size else None
 
     labels, splits = assign_labels_and_splits(size, seed)
-    heldout_rng = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(_HELDOUT_STREAM, 1, 1)))
+    heldout_rng = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(HELDOUT_STREAM, 1, 1)))
     heldout_labels = heldout_rng.permutation(np.arange(heldout_size) % len(LABELS))
     id_width = max(6, len(str(max(size, heldout_size) - 1)))
-    context = _Context(out_dir, seed, id_width, noise, glyphs, utterances, heldout)
+    context = Context(out_dir, seed, id_width, noise, glyphs, utterances, heldout)
     tasks = [(index, int(label), False) for index, label in enumerate(labels)]
     tasks += [(index, int(label), True) for index, label in enumerate(heldout_labels)]
-    rendered = _render_all(context, tasks, workers)
+    rendered = render_all(context, tasks, workers)
 
     rows = []
     for heldout_row, part_labels, part_splits in ((False, labels, splits),
                                                   (True, heldout_labels, ["heldout"] * heldout_size)):
         for index, (label, split) in enumerate(zip(part_labels, part_splits)):
             image_path, caption, audio_path = rendered[heldout_row, index]
-            sample_id = ("h" if heldout_row else "") + _sample_id(index, id_width)
+            sample_id = ("h" if heldout_row else "") + row_id(index, id_width)
             rows.append({"id": sample_id, "image": image_path, "text": caption, "audio": audio_path,
                          "label": LABELS[label], "split": split})
     info = {
