@@ -1,10 +1,15 @@
 """Which models a models folder holds, and which of them is the default."""
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
+from typing import TypeVar
 
-from app.model.artifact import is_artifact_dir
+from app.errors import ModelNotFound
+from app.model.artifact import MODEL_NAME_RE, is_artifact_dir
 from app.model.errors import ArtifactError
+
+M = TypeVar("M")
 
 
 def find_models(root: Path, default_model: str | None) -> tuple[list[Path], str]:
@@ -25,3 +30,11 @@ def find_models(root: Path, default_model: str | None) -> tuple[list[Path], str]
     if len(folders) == 1:
         return folders, names[0]
     raise ArtifactError(f"{root} holds several models ({', '.join(names)}); set FUSION_DEFAULT_MODEL to choose one")
+
+
+def lookup(models: Mapping[str, M], default: str | None, name: str | None) -> M:
+    """The model named `name` (None: the default one) among `models`; ModelNotFound otherwise."""
+    key = default if name is None else name
+    if key is None or not MODEL_NAME_RE.match(key) or key not in models:
+        raise ModelNotFound(f"no model named {name!r}; GET /v1/models lists the {len(models)} served")
+    return models[key]

@@ -16,19 +16,18 @@ import torch
 from app.engine.api import Announcement, ModelDescription, Prediction
 from app.engine.batcher import DynamicBatcher
 from app.engine.batching import BatchObserver
-from app.engine.catalog import find_models
+from app.engine.catalog import find_models, lookup
 from app.engine.config import EngineConfig
 from app.engine.frontend import FrontEnd
 from app.engine.pipeline import decode_slots, make_preprocess_pool, run_jobs
 from app.engine.predictor import Predictor, resolve_device
 from app.engine.runtime import RuntimeOptions
 from app.engine.served import ServedModel
-from app.errors import ModelNotFound
 from app.inputs.budget import ByteBudget
 from app.inputs.footprint import largest_footprint
 from app.inputs.parts import RawInputs
 from app.inputs.preprocess import Preprocessor
-from app.model.artifact import MODEL_NAME_RE, load_artifact
+from app.model.artifact import load_artifact
 
 log = logging.getLogger(__name__)
 
@@ -72,10 +71,7 @@ class TorchEngine:
 
     def get(self, name: str | None = None) -> ServedModel:
         """The named model, or the default one; ModelNotFound otherwise."""
-        key = self._default if name is None else name
-        if key is None or not MODEL_NAME_RE.match(key) or key not in self.served:
-            raise ModelNotFound(f"no model named {name!r}; GET /v1/models lists the {len(self.served)} served")
-        return self.served[key]
+        return lookup(self.served, self._default, name)
 
     def load(self) -> None:
         """Load every artifact (raises ArtifactError naming the file at fault) and pick the default."""

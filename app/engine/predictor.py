@@ -11,8 +11,8 @@ import torch
 from app.engine.api import RuntimeReport
 from app.engine.explain import proper_subsets
 from app.engine.runtime import RuntimeOptions, choose_runtime
-from app.model.batch import Sample, collate
 from app.model.artifact import Artifact
+from app.model.batch import Sample, collate
 from app.model.spec import MODALITIES, ArtifactSpec
 
 log = logging.getLogger(__name__)

@@ -15,16 +15,16 @@ from pathlib import Path
 
 from app.engine import ipc
 from app.engine.api import Announcement, ModelDescription, Prediction, RuntimeReport
-from app.engine.catalog import find_models
+from app.engine.catalog import find_models, lookup
 from app.engine.config import EngineConfig
 from app.engine.frontend import FrontEnd, Outcome, predictions
 from app.engine.pipeline import decode_slots, make_preprocess_pool
-from app.errors import ModelNotFound, NotReady
+from app.errors import NotReady
 from app.inputs.budget import ByteBudget
 from app.inputs.footprint import largest_footprint
 from app.inputs.parts import RawInputs
 from app.inputs.preprocess import Preprocessor
-from app.model.artifact import MODEL_NAME_RE, load_spec
+from app.model.artifact import load_spec
 from app.model.spec import ArtifactSpec
 
 log = logging.getLogger(__name__)
@@ -188,10 +188,7 @@ class RemoteEngine:
         return predictions(raws, outcomes, preprocess_ms)
 
     def _front(self, name: str | None) -> FrontEnd:
-        key = self._default if name is None else name
-        if key is None or not MODEL_NAME_RE.match(key) or key not in self._fronts:
-            raise ModelNotFound(f"no model named {name!r}; GET /v1/models lists the {len(self._fronts)} served")
-        return self._fronts[key]
+        return lookup(self._fronts, self._default, name)
 
     def _front_for(self, description: ModelDescription) -> FrontEnd:
         return FrontEnd(
