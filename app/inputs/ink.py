@@ -12,20 +12,26 @@ The analysis runs on a copy whose longer side is at most WORK_SIDE pixels:
 - contrast: the ink's level above the background (a high percentile of the residual), so faint pencil on grey
   paper and black marker on white reach the model at the same level;
 - box: the span holding 98% of the ink's mass along each axis (robust to specks), in the original's pixels.
+
+It runs once per picture on the request path, so it is written to be cheap per call: what depends on the size alone
+is cached, the ring's least squares is one cached pseudo-inverse, the median filter and the percentiles use whole-
+array min/max and one partition. The tensors it leads to are those of the version the shipped weights were trained
+with, to the last bit (tests/inputs/test_ink.py checks against that version, kept in bench/reference_ink.py).
 """
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import numpy as np
 from PIL import Image
-from scipy import ndimage
 
 WORK_SIDE = 128
 _RING = 0.12  # outer fraction of each side used to fit the background
 _MIN_CONTRAST = 0.04  # below this the picture is treated as blank (no ink box)
 _INK_LEVEL = 0.3  # normalised ink above this counts for the box
 _BOX_MASS = 0.01  # the box leaves this fraction of the ink's mass out on each side
+_PERCENTS = (1.0, 99.0, 99.5)  # the residual's percentiles the analysis reads
 
 
 @dataclass(frozen=True)
@@ -67,43 +73,126 @@ def _work_copy(im: Image.Image) -> Image.Image:
     return im.resize(size, Image.Resampling.BILINEAR, reducing_gap=2.0)
 
 
-def _design(h: int, w: int) -> np.ndarray:
+@dataclass(frozen=True)
+class _Grid:
+    """What the analysis of an h x w work copy needs that depends on its size alone (cached per size)."""
+
+    design: np.ndarray  # [h, w, 4] float32: (1, u, v, u^2 + v^2) at each pixel centre
+    ring: np.ndarray  # [n] flat indices of the outer ring's pixels
+    ring_design: np.ndarray  # [n, 4] float64: the design's rows on the ring
+    ring_solve: np.ndarray  # [4, n] float64: least squares on the whole ring, as one matrix (its pseudo-inverse)
+
+
+@functools.lru_cache(maxsize=64)
+def _grid(h: int, w: int) -> _Grid:
     ys, xs = np.mgrid[0:h, 0:w].astype(np.float32)
     u, v = (xs + 0.5) / w - 0.5, (ys + 0.5) / h - 0.5
-    return np.stack([np.ones_like(u), u, v, u * u + v * v], axis=-1)
-
-
-def _fit_background(lum: np.ndarray, design: np.ndarray) -> np.ndarray:
-    h, w = lum.shape
-    ring = max(1, round(_RING * min(h, w)))
+    design = np.stack([np.ones_like(u), u, v, u * u + v * v], axis=-1)
+    ring_width = max(1, round(_RING * min(h, w)))
     edge = np.zeros((h, w), dtype=bool)
-    edge[:ring], edge[-ring:], edge[:, :ring], edge[:, -ring:] = True, True, True, True
-    a, b = design[edge], lum[edge]
-    coef = np.zeros(4)
-    for _ in range(2):  # the second pass drops the ring pixels far from the first fit (ink touching the edge)
-        coef = np.linalg.lstsq(a, b, rcond=None)[0]
-        residual = b - a @ coef
-        spread = 1.4826 * np.median(np.abs(residual - np.median(residual))) + 0.02
-        keep = np.abs(residual) <= 2.5 * spread
-        if keep.sum() < 8 or keep.all():
-            break
-        a, b = a[keep], b[keep]
-    return coef
+    edge[:ring_width], edge[-ring_width:], edge[:, :ring_width], edge[:, -ring_width:] = True, True, True, True
+    ring = np.flatnonzero(edge)
+    rows = design.reshape(-1, 4)[ring].astype(np.float64)
+    grid = _Grid(design=design, ring=ring, ring_design=rows, ring_solve=np.linalg.pinv(rows))
+    for array in (grid.design, grid.ring, grid.ring_design, grid.ring_solve):
+        array.setflags(write=False)
+    return grid
+
+
+def _fit_background(lum: np.ndarray, grid: _Grid) -> np.ndarray:
+    """The surface's float32 coefficients: least squares on the ring, then again without the ring pixels far from
+    that first fit (ink touching the edge)."""
+    b = lum.reshape(-1)[grid.ring].astype(np.float64)
+    coef = grid.ring_solve @ b
+    residual = b - grid.ring_design @ coef
+    spread = 1.4826 * _median(np.abs(residual - _median(residual))) + 0.02
+    keep = np.abs(residual) <= 2.5 * spread
+    kept = int(np.count_nonzero(keep))
+    if 8 <= kept < keep.size:
+        a, b = grid.ring_design[keep], b[keep]
+        try:
+            coef = np.linalg.solve(a.T @ a, a.T @ b)
+        except np.linalg.LinAlgError:  # the kept pixels do not pin the surface down: the least-norm fit
+            coef = np.linalg.lstsq(a, b, rcond=None)[0]
+    return coef.astype(np.float32)
+
+
+def _median(x: np.ndarray) -> float:
+    """np.median of a 1-D array, without its generic machinery (the same value)."""
+    k = x.size // 2
+    if x.size % 2:
+        return float(np.partition(x, k)[k])
+    lower, upper = np.partition(x, (k - 1, k))[k - 1:k + 1]
+    return float((lower + upper) / 2)
+
+
+def _median3x3(grey: np.ndarray) -> np.ndarray:
+    """scipy.ndimage.median_filter(grey, size=3, mode="nearest"), exactly, as min/max over whole arrays: each
+    pixel's column of three is sorted once and shared by its row neighbours; the median of the nine is then the
+    median of (the largest of the three minima, the median of the three medians, the smallest of the three maxima)."""
+    p = np.pad(grey, 1, mode="edge")
+    top, centre, bottom = p[:-2], p[1:-1], p[2:]
+    low, high = np.minimum(top, centre), np.maximum(top, centre)
+    mid, high = np.minimum(high, bottom), np.maximum(high, bottom)
+    low, mid = np.minimum(low, mid), np.maximum(low, mid)
+    lows = np.maximum(np.maximum(low[:, :-2], low[:, 1:-1]), low[:, 2:])
+    highs = np.minimum(np.minimum(high[:, :-2], high[:, 1:-1]), high[:, 2:])
+    mids = _median3(mid[:, :-2], mid[:, 1:-1], mid[:, 2:])
+    return _median3(lows, mids, highs)
+
+
+def _median3(a: np.ndarray, b: np.ndarray, c: np.ndarray) -> np.ndarray:
+    return np.maximum(np.minimum(a, b), np.minimum(np.maximum(a, b), c))
+
+
+def _percentile_ranks(n: int, percent: float) -> tuple[int, int, np.float64]:
+    """The two ranks (0-based, ascending) and the weight that numpy's linear percentile interpolates between."""
+    virtual = (n - 1) * np.true_divide(percent, 100)
+    if virtual >= n - 1:  # numpy takes the last value twice, with its index as -1
+        return n - 1, n - 1, virtual + 1
+    below = np.floor(virtual)
+    return int(below), int(below) + 1, virtual - below
+
+
+def _percentile(ranked: np.ndarray, percent: float, *, weak: bool) -> float:
+    """np.percentile(values, percent) (linear method), to the last bit, from the values with at least the ranks it
+    needs in place (sorted, or partitioned at `_percentile_ranks`). numpy interpolates in float64 for a sequence of
+    percents (`weak=False`) and in the values' dtype for one Python float (`weak=True`); this does the same."""
+    below, above, gamma = _percentile_ranks(ranked.size, percent)
+    a, b = ranked[below], ranked[above]
+    t = float(gamma) if weak else gamma
+    diff = b - a
+    return float(b - diff * (1 - t) if t >= 0.5 else a + diff * t)
+
+
+def _ranked(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The values partitioned at the ranks that the analysis's percentiles read (1 and 99, and 99.5 of the values
+    or of their negation), and that partition negated and reversed (the same for the negated values)."""
+    n = values.size
+    ranks: set[int] = set()
+    for percent in _PERCENTS:
+        below, above, _ = _percentile_ranks(n, percent)
+        ranks.update((below, above, n - 1 - below, n - 1 - above))
+    ranked = np.partition(values.reshape(-1), sorted(ranks))
+    return ranked, -ranked[::-1]
 
 
 def analyse(im: Image.Image) -> Ink:
     """Background, polarity, contrast and ink box of an L or RGB picture."""
     work = _work_copy(im)
-    lum = luminance(work)
+    grey = np.asarray(work if work.mode == "L" else work.convert("L"))
+    lum = grey / np.float32(255.0)  # what luminance(work) is
     h, w = lum.shape
-    design = _design(h, w)
-    coef = _fit_background(lum, design)
-    smooth = ndimage.median_filter(lum, size=3, mode="nearest") if min(h, w) >= 3 else lum
-    residual = smooth - design @ coef
-    low, high = np.percentile(residual, (1.0, 99.0))
+    grid = _grid(h, w)
+    coef = _fit_background(lum, grid)
+    # The 3x3 median of the grey levels is the grey level of the median (the scale to [0, 1] keeps order).
+    smooth = _median3x3(grey) / np.float32(255.0) if min(h, w) >= 3 else lum
+    residual = smooth - grid.design @ coef
+    ranked, negated = _ranked(residual)
+    low, high = _percentile(ranked, 1.0, weak=False), _percentile(ranked, 99.0, weak=False)
     dark = bool(-low > high)
     signed = -residual if dark else residual
-    contrast = float(np.percentile(signed, 99.5))
+    contrast = _percentile(negated if dark else ranked, 99.5, weak=True)
     # The surface was fitted in the work copy's coordinates; u and v are fractions of the picture, so the same
     # coefficients hold in the original's.
     box = None
@@ -161,4 +250,7 @@ def render_ink(im: Image.Image, ink: Ink, square: tuple[float, float, float, flo
     strength = ink.ink_map(lum, xs, ys)
     outside = (xs < 0) | (xs >= ink.width) | (ys < 0) | (ys >= ink.height)
     strength = np.where(outside, 0.0, strength)
-    return strength.reshape(size, 2, size, 2).mean(axis=(1, 3)).astype(np.float32)
+    # The mean of each 2x2 block, summed in the order numpy's mean sums them (the same bits, without its strided
+    # reduction).
+    quads = strength.astype(np.float32, copy=False).reshape(size, 2, size, 2)
+    return ((quads[:, 0, :, 0] + quads[:, 0, :, 1]) + (quads[:, 1, :, 0] + quads[:, 1, :, 1])) * np.float32(0.25)

@@ -80,14 +80,16 @@ class ImagePreprocessor:
         self.polarity = spec.polarity
         self.ink_fraction = spec.ink_fraction
         self.mean, self.std = list(spec.mean), list(spec.std)
+        # The per-channel normalisation of an ink map, as F.normalize does it (float32 subtract, then divide).
+        self._ink_mean = np.asarray(spec.mean, dtype=np.float32)[:, None, None]
+        self._ink_std = np.asarray(spec.std, dtype=np.float32)[:, None, None]
 
     def __call__(self, im: Image.Image) -> torch.Tensor:
         im = to_mode(im, self.mode)
         if self.fit == "ink":
             found = ink.analyse(im)
             strength = ink.render_ink(im, found, ink.square_around_ink(found, self.ink_fraction), self.size)
-            x = torch.from_numpy(strength)[None].expand(self.channels, -1, -1).contiguous()
-            return F.normalize(x, self.mean, self.std, inplace=True)
+            return torch.from_numpy((strength[None] - self._ink_mean) / self._ink_std)
         if self.polarity == "light_on_dark" and ink.analyse(im).dark:
             im = ImageOps.invert(im)
         if im.size != (self.size, self.size):
