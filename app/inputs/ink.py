@@ -130,7 +130,11 @@ def _median3x3(grey: np.ndarray) -> np.ndarray:
     """scipy.ndimage.median_filter(grey, size=3, mode="nearest"), exactly, as min/max over whole arrays: each
     pixel's column of three is sorted once and shared by its row neighbours; the median of the nine is then the
     median of (the largest of the three minima, the median of the three medians, the smallest of the three maxima)."""
-    p = np.pad(grey, 1, mode="edge")
+    h, w = grey.shape
+    p = np.empty((h + 2, w + 2), grey.dtype)  # grey with its edge pixels repeated once outwards (np.pad's "edge")
+    p[1:-1, 1:-1] = grey
+    p[0, 1:-1], p[-1, 1:-1] = grey[0], grey[-1]
+    p[:, 0], p[:, -1] = p[:, 1], p[:, -2]
     top, centre, bottom = p[:-2], p[1:-1], p[2:]
     low, high = np.minimum(top, centre), np.maximum(top, centre)
     mid, high = np.minimum(high, bottom), np.maximum(high, bottom)

@@ -154,7 +154,12 @@ class AudioPreprocessor:
         self.speech = spec.window == "speech"
 
     def __call__(self, wave: Waveform) -> torch.Tensor:
-        mono = wave.samples.mean(axis=1, dtype=np.float32)
+        # One channel's mean is itself: skip the reduction's machinery for the common case.
+        samples = wave.samples
+        if samples.shape[1] == 1:
+            mono = samples[:, 0].astype(np.float32, copy=False)
+        else:
+            mono = samples.mean(axis=1, dtype=np.float32)
         if wave.sample_rate != self.sample_rate:
             g = gcd(wave.sample_rate, self.sample_rate)
             mono = resample_poly(mono, self.sample_rate // g, wave.sample_rate // g).astype(np.float32)
