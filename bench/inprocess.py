@@ -79,15 +79,20 @@ def measure(model_dir: Path, threads: int, device: str, sizes: list[int], second
         predictor.warmup(max(sizes))
     runs: dict[str, dict[int, list[float]]] = {r: {b: [] for b in sizes} for r in runtimes}
     cpu: dict[str, dict[int, list[float]]] = {r: {b: [] for b in sizes} for r in runtimes}
+    forward: dict[str, dict[int, list[float]]] = {r: {b: [] for b in sizes} for r in runtimes}
     for b in sizes:
         for _ in range(repeats):
             for r, predictor in predictors.items():
-                n, t0, c0 = 0, time.perf_counter(), time.process_time()
+                n, t0, c0, f_cpu = 0, time.perf_counter(), time.process_time(), 0.0
                 while time.perf_counter() - t0 < seconds:
-                    predictor.predict([prepare() for _ in range(b)])
+                    samples = [prepare() for _ in range(b)]
+                    f0 = time.process_time()  # the forward pass alone (collate, model, probabilities)
+                    predictor.predict(samples)
+                    f_cpu += time.process_time() - f0
                     n += b
                 runs[r][b].append(n / (time.perf_counter() - t0))
                 cpu[r][b].append((time.process_time() - c0) / n * 1e3)
+                forward[r][b].append(f_cpu / n * 1e3)
         line = "  ".join(f"{r} {statistics.median(runs[r][b]):7.1f}" for r in runtimes)
         print(f"B={b:3d}: samples/s  {line}", flush=True)
     t_prep = time.perf_counter()
@@ -109,6 +114,8 @@ def measure(model_dir: Path, threads: int, device: str, sizes: list[int], second
                 "samples_per_s": statistics.median(runs[r][b]),
                 "spread": [min(runs[r][b]), max(runs[r][b])],
                 "cpu_ms_per_sample": statistics.median(cpu[r][b]),
+                "forward_cpu_ms_per_sample": statistics.median(forward[r][b]),
+                "forward_cpu_spread": [min(forward[r][b]), max(forward[r][b])],
                 "prep_ms_per_sample": prep_ms,
                 "forward_ms_per_batch": fwd_ms,
                 "batch_ms": b * prep_ms + fwd_ms,
@@ -121,6 +128,7 @@ def measure(model_dir: Path, threads: int, device: str, sizes: list[int], second
                 predictor.predict([prepare()])
                 gapped.append((time.perf_counter() - t0) * 1e3)
         best = max(rows, key=lambda row: row["samples_per_s"])
+        best_forward = min(rows, key=lambda row: row["forward_cpu_ms_per_sample"])
         results[r] = {
             "model": model_dir.name,
             "runtime": "main (eager torch, stft front end)" if r == "main" else predictor.runtime.name,
@@ -130,6 +138,8 @@ def measure(model_dir: Path, threads: int, device: str, sizes: list[int], second
             "rows": rows,
             "limit_samples_per_s": best["samples_per_s"],
             "best_batch_size": best["batch_size"],
+            "forward_limit_samples_per_s": 1e3 / best_forward["forward_cpu_ms_per_sample"],
+            "forward_best_batch_size": best_forward["batch_size"],
             "batch1_ms": next(row["batch_ms"] for row in rows if row["batch_size"] == 1) if 1 in sizes else None,
             "batch1_after_idle_ms": statistics.median(gapped) if gapped else None,
         }
@@ -146,8 +156,18 @@ def measure(model_dir: Path, threads: int, device: str, sizes: list[int], second
                      max(x / y for x, y in zip(runs[r][b], runs[base][b]))] for b in sizes}
         for r in runtimes[1:]
     }
+    # The forward pass alone, by CPU time per sample: the baseline's over each runtime's, per turn.
+    forward_ratio = {
+        r: {str(b): [y / x for x, y in zip(forward[r][b], forward[base][b])] for b in sizes} for r in runtimes[1:]
+    }
     return {"model": model_dir.name, "baseline": base, "runtimes": results, "ratio_to_baseline": ratios,
             "ratio_spread": ratio_spread,
+            "forward_ratio_to_baseline": {
+                r: {b: {"median": statistics.median(v), "spread": [min(v), max(v)]} for b, v in per.items()}
+                for r, per in forward_ratio.items()},
+            "forward_limit_ratio_to_baseline": {
+                r: results[r]["forward_limit_samples_per_s"] / results[base]["forward_limit_samples_per_s"]
+                for r in runtimes[1:]},
             "limit_ratio_to_baseline": {
                 r: results[r]["limit_samples_per_s"] / results[base]["limit_samples_per_s"] for r in runtimes[1:]}}
 
@@ -171,6 +191,24 @@ def markdown(result: dict) -> str:
         lines.append("| " + " | ".join(cells) + " |")
     best = {n: f"{runs[n]['limit_samples_per_s']:.1f} at batch {runs[n]['best_batch_size']}" for n in names}
     lines += ["", "Limit (best samples/s): " + "; ".join(f"{n} {v}" for n, v in best.items()) + "."]
+    head = ["batch"] + [f"{n} forward CPU ms/sample (spread)" for n in names]
+    head += [f"{n} / {base}, forward (per-turn spread)" for n in names[1:]]
+    lines += ["", "The forward pass alone (collate, model, probabilities; the same turns, CPU time):", "",
+              "| " + " | ".join(head) + " |", "|" + "---:|" * len(head)]
+    for b in rows[base]:
+        cells = [str(b)]
+        for n in names:
+            row = rows[n][b]
+            low, high = row["forward_cpu_spread"]
+            cells.append(f"{row['forward_cpu_ms_per_sample']:.3f} ({low:.3f}..{high:.3f})")
+        for n in names[1:]:
+            ratio = result["forward_ratio_to_baseline"][n][str(b)]
+            cells.append(f"x{ratio['median']:.2f} (x{ratio['spread'][0]:.2f}..x{ratio['spread'][1]:.2f})")
+        lines.append("| " + " | ".join(cells) + " |")
+    best = {n: f"{runs[n]['forward_limit_samples_per_s']:.0f} samples/s at batch {runs[n]['forward_best_batch_size']}"
+            for n in names}
+    lines += ["", "Forward-only limit (best batch): " + "; ".join(f"{n} {v}" for n, v in best.items()) + "; "
+              + "; ".join(f"{n} / {base} x{result['forward_limit_ratio_to_baseline'][n]:.2f}" for n in names[1:]) + "."]
     return "\n".join(lines) + "\n"
 
 
@@ -201,7 +239,8 @@ def main() -> None:
     for name, r in summary.items():
         print(json.dumps({"runtime": name or r["runtime"]} | {k: v for k, v in r.items() if k not in ("rows",)}))
     if "ratio_to_baseline" in result:
-        print(json.dumps({k: result[k] for k in ("ratio_to_baseline", "ratio_spread", "limit_ratio_to_baseline")}))
+        print(json.dumps({k: result[k] for k in ("ratio_to_baseline", "ratio_spread", "limit_ratio_to_baseline",
+                                                 "forward_ratio_to_baseline", "forward_limit_ratio_to_baseline")}))
 
 
 if __name__ == "__main__":
