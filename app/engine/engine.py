@@ -19,7 +19,7 @@ from app.engine.batching import BatchObserver
 from app.engine.catalog import find_models, lookup
 from app.engine.config import EngineConfig
 from app.engine.frontend import FrontEnd
-from app.engine.pipeline import decode_slots, make_preprocess_pool, run_jobs
+from app.engine.pipeline import DecodePools, run_jobs
 from app.engine.predictor import Predictor, resolve_device
 from app.engine.runtime import RuntimeOptions
 from app.engine.served import ServedModel
@@ -42,7 +42,7 @@ class TorchEngine:
         self.served: dict[str, ServedModel] = {}
         self._default: str | None = None
         self._observer = observer
-        self._pool = make_preprocess_pool(config.preprocess_workers)
+        self._pools = DecodePools.make(config.preprocess_workers)
         if config.torch_threads:
             torch.set_num_threads(config.torch_threads)
 
@@ -66,7 +66,7 @@ class TorchEngine:
 
     @property
     def decode_reserve(self) -> int:
-        slots = decode_slots(self._pool, len(self.served))
+        slots = self._pools.slots(len(self.served))
         return slots * largest_footprint(self.config.limits)
 
     def get(self, name: str | None = None) -> ServedModel:
@@ -104,7 +104,7 @@ class TorchEngine:
             ),
             preprocessor=preprocessor,
             limits=self.config.limits,
-            pool=self._pool,
+            pools=self._pools,
             max_samples=self.config.batch.max_queue_size,
             decode_in_batch=True,
         )
@@ -125,8 +125,7 @@ class TorchEngine:
 
     async def stop(self) -> None:
         await asyncio.gather(*(m.batcher.stop() for m in self.served.values()))
-        if self._pool is not None:
-            self._pool.shutdown(wait=False, cancel_futures=True)
+        self._pools.shutdown()
 
     def announce(self, name: str | None) -> Announcement:
         return self.get(name).batcher.announce()

@@ -5,14 +5,13 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import Executor
 from dataclasses import dataclass
 from typing import TypeVar
 
 from app.engine import pipeline
 from app.engine.api import ModelDescription, Prediction
 from app.engine.explain import Explanation
-from app.engine.pipeline import Job, run_cpu
+from app.engine.pipeline import DecodePools, Job, run_cpu
 from app.errors import MissingInput, ModalityNotSupported, PayloadTooLarge, ServiceError
 from app.inputs.budget import ByteBudget
 from app.inputs.limits import DecodeLimits
@@ -38,12 +37,12 @@ class Outcome:
 @dataclass
 class FrontEnd:
     """A model's front end. `decode_in_batch`: a lone sample may be decoded in the inference thread, with its batch
-    (only where that thread is in this process and there is no decode pool: see app.engine.pipeline)."""
+    (only where that thread is in this process and `pools` leave it there: see app.engine.pipeline)."""
 
     description: ModelDescription
     preprocessor: Preprocessor
     limits: DecodeLimits
-    pool: Executor | None
+    pools: DecodePools
     max_samples: int
     decode_in_batch: bool
 
@@ -72,13 +71,13 @@ class FrontEnd:
             )
         for i, raw in enumerate(raws):
             named(i, len(raws), self._check_modalities, raw)
-        if self.decode_in_batch and self.pool is None and len(raws) == 1:
+        if self.decode_in_batch and len(raws) == 1 and self.pools.in_batch(raws[0]):
             return [Job(raw=raws[0], budget=budget, explain=explain)], 0.0
         admit()
         t0 = time.perf_counter()
         samples = await asyncio.gather(
-            *(run_cpu(self.pool, named, i, len(raws), pipeline.prepare_sample, self.preprocessor, raw, self.limits,
-                      budget)
+            *(run_cpu(self.pools.executor(raw), named, i, len(raws), pipeline.prepare_sample, self.preprocessor, raw,
+                      self.limits, budget)
               for i, raw in enumerate(raws)),
             return_exceptions=True,
         )

@@ -1,7 +1,9 @@
 """The work one batch does: decode and preprocess the samples that came raw, then one forward pass.
 
-Where decoding runs is one decision (`make_preprocess_pool`): on a thread pool before a sample is queued, or (where
-the process has 2 CPUs or fewer) in the inference thread, for the whole batch just before its forward pass.
+Where decoding runs is one decision (`DecodePools`): on a thread pool before a sample is queued, or (where the
+process has 2 CPUs or fewer) in the inference thread, for the whole batch just before its forward pass; a large
+sample (a phone photo, a long recording) is then decoded before it is queued, on a thread of its own, so that the
+small samples batched with it do not wait for its decoding.
 """
 from __future__ import annotations
 
@@ -114,21 +116,61 @@ def run_jobs(
     return outputs  # type: ignore[return-value]  # every slot is filled
 
 
-def make_preprocess_pool(workers: int) -> ThreadPoolExecutor | None:
-    """The decode/preprocess threads: `workers` of them; 0 for none; -1 for automatic: none where the process may
-    use 2 CPUs or fewer. Without a pool, each batch's samples are decoded in the inference thread just before
-    the forward pass: the event loop keeps only the HTTP work, and on one or two cores that beats handing each
-    upload to another thread (context switches, GIL hand-offs, and caches made cold for both decoding and the
-    forward pass by the HTTP work interleaved between them)."""
-    if workers < 0:
-        workers = decode_threads(available_cpus())
-    return ThreadPoolExecutor(workers, thread_name_prefix="preprocess") if workers else None
+# A sample whose uploads add up to this many bytes or more counts as large (see the module docstring): a
+# 12-megapixel JPEG is ~4 MB and takes milliseconds to decode even at a reduced scale; the usual small picture,
+# caption and clip are tens of kilobytes.
+LARGE_SAMPLE_BYTES = 1 << 20
 
 
-def decode_slots(pool: ThreadPoolExecutor | None, models: int) -> int:
-    """How many samples may be decoded at once: one per decode thread; without them, one per model (each model's
-    inference thread decodes its batches) and one on the event loop (a call of several samples)."""
-    return pool._max_workers if pool is not None else models + 1  # noqa: SLF001 - the pool's size, as made here
+def sample_bytes(raw: RawInputs) -> int:
+    """The size of a sample's uploads, bytes (a caption's characters count as bytes)."""
+    return sum(len(part) for part in (raw.image, raw.text, raw.audio) if part is not None)
+
+
+@dataclass(frozen=True)
+class DecodePools:
+    """Where a process decodes and preprocesses samples before they are queued: `general`, every sample, where
+    there is a decode pool; else a small sample in the inference thread with its batch (or on the event loop, where
+    that thread is in another process or a call holds several samples) and a large one on the `large` thread."""
+
+    general: ThreadPoolExecutor | None
+    large: ThreadPoolExecutor | None
+
+    @classmethod
+    def make(cls, workers: int) -> DecodePools:
+        """`workers` decode threads; 0 for none; -1 for automatic: none where the process may use 2 CPUs or fewer.
+        Without them, each batch's samples are decoded in the inference thread just before the forward pass: the
+        event loop keeps only the HTTP work, and on one or two cores that beats handing each upload to another
+        thread (context switches, GIL hand-offs, and caches made cold for both decoding and the forward pass by the
+        HTTP work interleaved between them); large samples still get one thread of their own."""
+        if workers < 0:
+            workers = decode_threads(available_cpus())
+        if workers:
+            return cls(ThreadPoolExecutor(workers, thread_name_prefix="preprocess"), None)
+        return cls(None, ThreadPoolExecutor(1, thread_name_prefix="preprocess-large"))
+
+    def in_batch(self, raw: RawInputs) -> bool:
+        """Whether `raw` may be left to the inference thread (where that thread is in this process)."""
+        return self.general is None and sample_bytes(raw) < LARGE_SAMPLE_BYTES
+
+    def executor(self, raw: RawInputs) -> Executor | None:
+        """The threads that decode `raw` before it is queued; None: right here, on the event loop."""
+        if self.general is not None:
+            return self.general
+        return self.large if sample_bytes(raw) >= LARGE_SAMPLE_BYTES else None
+
+    def slots(self, models: int) -> int:
+        """How many samples may be decoded at once: one per decode thread; without them, one per model (each
+        model's inference thread decodes its batches), one on the event loop (a call of several samples) and the
+        large-sample thread."""
+        if self.general is not None:
+            return self.general._max_workers  # noqa: SLF001 - the pool's size, as made here
+        return models + 2
+
+    def shutdown(self) -> None:
+        for pool in (self.general, self.large):
+            if pool is not None:
+                pool.shutdown(wait=False, cancel_futures=True)
 
 
 async def run_cpu(pool: Executor | None, fn: Callable[..., T], *args: object) -> T:

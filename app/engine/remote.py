@@ -18,7 +18,7 @@ from app.engine.api import Announcement, ModelDescription, Prediction, RuntimeRe
 from app.engine.catalog import find_models, lookup
 from app.engine.config import EngineConfig
 from app.engine.frontend import FrontEnd, Outcome, predictions
-from app.engine.pipeline import decode_slots, make_preprocess_pool
+from app.engine.pipeline import DecodePools
 from app.errors import NotReady
 from app.inputs.budget import ByteBudget
 from app.inputs.footprint import largest_footprint
@@ -118,7 +118,7 @@ class RemoteEngine:
         self.config = config
         self._fronts: dict[str, FrontEnd] = {}
         self._default: str | None = None
-        self._pool = make_preprocess_pool(config.preprocess_workers)
+        self._pools = DecodePools.make(config.preprocess_workers)
         self._links = [OwnerLink(path, self._hello) for path in owners]
         self._tasks: list[asyncio.Task[None]] = []
 
@@ -142,7 +142,7 @@ class RemoteEngine:
 
     @property
     def decode_reserve(self) -> int:
-        return decode_slots(self._pool, 0) * largest_footprint(self.config.limits)  # decoding happens here
+        return self._pools.slots(0) * largest_footprint(self.config.limits)  # decoding happens here
 
     def load(self) -> None:
         """The models' configs (no weights: those live in the owners), for checking and preprocessing here."""
@@ -161,8 +161,7 @@ class RemoteEngine:
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
-        if self._pool is not None:
-            self._pool.shutdown(wait=False, cancel_futures=True)
+        self._pools.shutdown()
 
     def announce(self, name: str | None) -> Announcement:
         self._front(name)
@@ -195,7 +194,7 @@ class RemoteEngine:
             description=description,
             preprocessor=Preprocessor(description.spec),
             limits=self.config.limits,
-            pool=self._pool,
+            pools=self._pools,
             max_samples=self.config.batch.max_queue_size,
             decode_in_batch=False,  # the inference thread is in another process: decode here
         )

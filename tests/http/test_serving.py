@@ -167,3 +167,48 @@ def test_request_with_bad_form_does_not_hold_up_the_batch(server: Server) -> Non
         r = c.post("/v1/predict", content=b"not multipart", headers={"content-type": "text/plain"})
         assert r.status_code == 415
     assert model.batcher.announced == 0
+
+
+def _large_png() -> bytes:
+    """A PNG of at least LARGE_SAMPLE_BYTES (noise does not compress)."""
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    side = 640
+    noise = np.random.default_rng(0).integers(0, 256, (side, side, 3), dtype=np.uint8)
+    buffer = io.BytesIO()
+    Image.fromarray(noise, "RGB").save(buffer, "PNG")
+    assert buffer.tell() >= pipeline.LARGE_SAMPLE_BYTES
+    return buffer.getvalue()
+
+
+def test_a_large_upload_is_decoded_apart_and_does_not_hold_up_a_small_request(
+    models_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Without a decode pool a small sample is decoded in the inference thread, with its batch; a large one (a phone
+    # photo) is decoded on a thread of its own before it is queued. Its decoding is made slow here: a small request
+    # sent meanwhile must be answered without waiting for it, as it would if the photo sat in its batch.
+    real, started, threads = pipeline.prepare_sample, threading.Event(), []
+
+    def slow_when_large(preprocessor, raw, limits, budget=None):  # noqa: ANN001, ANN202 - prepare_sample's own
+        if pipeline.sample_bytes(raw) >= pipeline.LARGE_SAMPLE_BYTES:
+            threads.append(threading.current_thread().name)
+            started.set()
+            time.sleep(2.0)
+        return real(preprocessor, raw, limits, budget)
+
+    monkeypatch.setattr(pipeline, "prepare_sample", slow_when_large)
+    photo = {"image": ("photo.png", _large_png(), "image/png"), "text": (None, "seven")}
+    with running_server(models_dir, preprocess_workers=0) as s, ThreadPoolExecutor(2) as pool:
+        large = send(pool, s.url, files=photo)
+        assert started.wait(10)
+        t0 = time.monotonic()
+        small = send(pool, s.url).result()
+        waited = time.monotonic() - t0
+        assert small.status_code == 200
+        assert waited < 1.0, f"the small request waited {waited:.2f} s behind the large upload's decoding"
+        assert not large.done()
+        assert large.result().status_code == 200
+    assert len(threads) == 1 and threads[0].startswith("preprocess-large")
