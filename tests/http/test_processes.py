@@ -130,7 +130,8 @@ def test_a_killed_model_owner_fails_its_requests_fast_then_comes_back(models_dir
 
 
 def test_sigterm_drains_every_worker_and_exits_0(models_dir: Path, tmp_path: Path) -> None:
-    with serve_process(models_dir, tmp_path, forward_s=1.0, workers=2, model_placement="owner", drain_delay_s=1,
+    # 2 s per batch: all six must be admitted (four queued) while the first batch computes, even on a loaded machine.
+    with serve_process(models_dir, tmp_path, forward_s=2.0, workers=2, model_placement="owner", drain_delay_s=1,
                        max_batch_size=2, log_level="info") as server:
         with ThreadPoolExecutor(6) as pool:
             pending = [pool.submit(predict, server.url) for _ in range(6)]
@@ -144,7 +145,7 @@ def test_sigterm_drains_every_worker_and_exits_0(models_dir: Path, tmp_path: Pat
             answered = [f.result().status_code for f in pending]
         code = server.proc.wait(60)
     assert during == 503  # readiness fails at once, on every worker
-    assert answered == [200] * 6  # the admitted requests were finished (3 batches of 2, 1 s each)
+    assert answered == [200] * 6  # the admitted requests were finished (3 batches of 2, 2 s each)
     assert code == 0
 
 
