@@ -17,17 +17,23 @@ from pathlib import Path
 from run import ROOT, Server, build_request, wrk
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def ab_arguments(doc: str, port: int) -> argparse.ArgumentParser:
+    """The arguments every A/B script takes: the two checkouts, the model, the run's length, where to write."""
+    ap = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--a", type=Path, required=True, help="checkout served as A")
     ap.add_argument("--b", type=Path, required=True, help="checkout served as B")
     ap.add_argument("--models-dir", type=Path, default=ROOT / "models")
     ap.add_argument("--model", default="digits")
-    ap.add_argument("--concurrency", default="1,32")
     ap.add_argument("--seconds", type=int, default=8)
     ap.add_argument("--rounds", type=int, default=4)
-    ap.add_argument("--port", type=int, default=8131)
+    ap.add_argument("--port", type=int, default=port)
     ap.add_argument("--out", type=Path)
+    return ap
+
+
+def main() -> None:
+    ap = ab_arguments(__doc__ or "", port=8131)
+    ap.add_argument("--concurrency", default="1,32")
     args = ap.parse_args()
     body, ctype = build_request("http://127.0.0.1")
     runs: dict[str, dict[int, list[dict]]] = {"a": {}, "b": {}}

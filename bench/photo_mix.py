@@ -8,25 +8,16 @@ rise (with / alone) per server: the figure issue 19 asks to keep within x1.2.
 """
 from __future__ import annotations
 
-import argparse
 import json
 import statistics
-from pathlib import Path
 
-from run import ROOT, WORK, Server, build_request, wrk
+from ab import ab_arguments
+from run import WORK, Server, build_request, wrk
 from scaling import UNPINNED, photo_body, photo_stream
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--a", type=Path, required=True, help="checkout served as A")
-    ap.add_argument("--b", type=Path, required=True, help="checkout served as B")
-    ap.add_argument("--models-dir", type=Path, default=ROOT / "models")
-    ap.add_argument("--model", default="digits")
-    ap.add_argument("--seconds", type=int, default=8)
-    ap.add_argument("--rounds", type=int, default=4)
-    ap.add_argument("--port", type=int, default=8160)
-    ap.add_argument("--out", type=Path)
+    ap = ab_arguments(__doc__ or "", port=8160)
     args = ap.parse_args()
     WORK.mkdir(parents=True, exist_ok=True)
     body, ctype = build_request("http://127.0.0.1")
