@@ -169,16 +169,15 @@ def _percentile(ranked: np.ndarray, percent: float, *, weak: bool) -> float:
     return float(b - diff * (1 - t) if t >= 0.5 else a + diff * t)
 
 
-def _ranked(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """The values partitioned at the ranks that the analysis's percentiles read (1 and 99, and 99.5 of the values
-    or of their negation), and that partition negated and reversed (the same for the negated values)."""
+def _ranked(values: np.ndarray) -> np.ndarray:
+    """The values partitioned at the ranks that the analysis's percentiles read: 1 and 99, and 99.5 of the values
+    or of their negation (`-ranked[::-1]` is the negated values partitioned alike)."""
     n = values.size
     ranks: set[int] = set()
     for percent in _PERCENTS:
         below, above, _ = _percentile_ranks(n, percent)
         ranks.update((below, above, n - 1 - below, n - 1 - above))
-    ranked = np.partition(values.reshape(-1), sorted(ranks))
-    return ranked, -ranked[::-1]
+    return np.partition(values.reshape(-1), sorted(ranks))
 
 
 def analyse(im: Image.Image) -> Ink:
@@ -192,11 +191,11 @@ def analyse(im: Image.Image) -> Ink:
     # The 3x3 median of the grey levels is the grey level of the median (the scale to [0, 1] keeps order).
     smooth = _median3x3(grey) / np.float32(255.0) if min(h, w) >= 3 else lum
     residual = smooth - grid.design @ coef
-    ranked, negated = _ranked(residual)
+    ranked = _ranked(residual)
     low, high = _percentile(ranked, 1.0, weak=False), _percentile(ranked, 99.0, weak=False)
     dark = bool(-low > high)
     signed = -residual if dark else residual
-    contrast = _percentile(negated if dark else ranked, 99.5, weak=True)
+    contrast = _percentile(-ranked[::-1] if dark else ranked, 99.5, weak=True)
     # The surface was fitted in the work copy's coordinates; u and v are fractions of the picture, so the same
     # coefficients hold in the original's.
     box = None
