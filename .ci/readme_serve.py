@@ -69,6 +69,8 @@ def main() -> None:
     calling = section(readme, "## Calling the API")
     curl_command = blocks(calling, "bash")[0]
     expected = json.loads(blocks(calling, "json")[0])
+    if status_of(f"{BASE}/healthz") is not None:  # it would answer in place of README's service
+        fail(f"something already answers on {BASE}; stop it first")
     print(f"readme-serve: running README's first command:\n  {serve_command}", flush=True)
     shell = subprocess.Popen(["bash", "-c", serve_command], cwd=ROOT, start_new_session=True)
     try:
