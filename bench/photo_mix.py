@@ -12,8 +12,8 @@ import json
 import statistics
 
 from ab import ab_arguments
-from run import WORK, Server, build_request, wrk
-from scaling import UNPINNED, photo_body, photo_stream
+from run import WORK, Server, build_request
+from scaling import UNPINNED, photo_body, photo_mix
 
 
 def main() -> None:
@@ -28,12 +28,10 @@ def main() -> None:
             source = getattr(args, label).resolve()
             server = Server(args.port, args.models_dir, args.model, dict(UNPINNED), source=source, pin=None)
             try:
-                alone = wrk(server, body, ctype, 8, args.seconds, pin=None)
-                stream = photo_stream(server, photo, photo_ctype, 2.0, args.seconds)
-                mixed = wrk(server, body, ctype, 8, args.seconds, pin=None)
-                photos = json.loads(stream.communicate()[0])
+                mix = photo_mix(server, body, ctype, photo, photo_ctype, args.seconds)
             finally:
                 server.stop()
+            alone, mixed, photos = mix["alone"], mix["with_photos"], mix["photos"]
             row = {"alone_p99_ms": alone["p99_ms"], "with_photos_p99_ms": mixed["p99_ms"], "alone_rps": alone["rps"],
                    "with_photos_rps": mixed["rps"], "rise": mixed["p99_ms"] / alone["p99_ms"],
                    "photo_statuses": photos.get("statuses"), "photo_latency_ms": photos.get("latency_ms")}

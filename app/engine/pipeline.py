@@ -2,8 +2,8 @@
 
 Where decoding runs is one decision (`DecodePools`): on a thread pool before a sample is queued, or (where the
 process has 2 CPUs or fewer) in the inference thread, for the whole batch just before its forward pass; a large
-sample (a phone photo, a long recording) is then decoded before it is queued, on a thread of its own, so that the
-small samples batched with it do not wait for its decoding.
+sample (a phone photo, a long recording) is then decoded before it is queued, on a thread of its own at a lower
+priority, so that the small samples batched with it do not wait for its decoding, nor slow much while it runs.
 """
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ import numpy as np
 from app.engine import explain
 from app.engine.explain import Explanation
 from app.engine.predictor import Predictor
-from app.host import available_cpus, decode_threads
+from app.host import available_cpus, decode_threads, lower_this_thread_priority
 from app.inputs.audio import decode_audio
 from app.inputs.budget import ByteBudget
 from app.inputs.footprint import decoded_footprint
@@ -147,7 +147,10 @@ class DecodePools:
             workers = decode_threads(available_cpus())
         if workers:
             return cls(ThreadPoolExecutor(workers, thread_name_prefix="preprocess"), None)
-        return cls(None, ThreadPoolExecutor(1, thread_name_prefix="preprocess-large"))
+        # The large-sample thread runs at a lower priority, so that a photo's decoding takes the CPU in small slices
+        # the batches around it hardly notice (app.host.LARGE_DECODE_NICENESS).
+        return cls(None, ThreadPoolExecutor(1, thread_name_prefix="preprocess-large",
+                                            initializer=lower_this_thread_priority))
 
     def in_batch(self, raw: RawInputs) -> bool:
         """Whether `raw` may be left to the inference thread (where that thread is in this process)."""

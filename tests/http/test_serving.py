@@ -1,6 +1,8 @@
 """Batching, overload, deadlines, failures, disconnects and readiness, observed through real HTTP."""
 from __future__ import annotations
 
+import os
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -11,6 +13,7 @@ import httpx
 import pytest
 
 from app.engine import pipeline
+from app.host import LARGE_DECODE_NICENESS
 from tests.helpers import TEXT, Gate, send, wait_queue
 from tests.server import Server, running_server
 
@@ -189,12 +192,14 @@ def test_a_large_upload_is_decoded_apart_and_does_not_hold_up_a_small_request(
 ) -> None:
     # Without a decode pool a small sample is decoded in the inference thread, with its batch; a large one (a phone
     # photo) is decoded on a thread of its own before it is queued. Its decoding is made slow here: a small request
-    # sent meanwhile must be answered without waiting for it, as it would if the photo sat in its batch.
-    real, started, threads = pipeline.prepare_sample, threading.Event(), []
+    # sent meanwhile must be answered without waiting for it, as it would if the photo sat in its batch. That
+    # thread runs at a lower priority than the rest of the process (Linux), so that it takes little CPU from them.
+    real, started, threads, niceness = pipeline.prepare_sample, threading.Event(), [], []
 
     def slow_when_large(preprocessor, raw, limits, budget=None):  # noqa: ANN001, ANN202 - prepare_sample's own
         if pipeline.sample_bytes(raw) >= pipeline.LARGE_SAMPLE_BYTES:
             threads.append(threading.current_thread().name)
+            niceness.append(os.getpriority(os.PRIO_PROCESS, threading.get_native_id()))
             started.set()
             time.sleep(2.0)
         return real(preprocessor, raw, limits, budget)
@@ -212,3 +217,5 @@ def test_a_large_upload_is_decoded_apart_and_does_not_hold_up_a_small_request(
         assert not large.done()
         assert large.result().status_code == 200
     assert len(threads) == 1 and threads[0].startswith("preprocess-large")
+    if sys.platform == "linux":
+        assert niceness == [min(19, os.getpriority(os.PRIO_PROCESS, 0) + LARGE_DECODE_NICENESS)]
