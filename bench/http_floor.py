@@ -32,7 +32,7 @@ from run import (
     pinned,
     wrk,
 )
-from scaling import _Attached
+from scaling import Attached
 
 ANSWER = (b'{"model":"digits","version":"2","probabilities":{"0":0.0004,"1":0.012,"2":0.0001,"3":0.0017,"4":0.0003,'
           b'"5":0.0001,"6":0.0003,"7":0.9839,"8":0.0002,"9":0.0009}}')
@@ -80,8 +80,7 @@ def measure(server: object, body: Path, ctype: str, c: int, seconds: int, loop_o
     before = thread_cpu_s(loop_of, loop_of) if loop_of else 0.0
     row = wrk(server, body, ctype, c, seconds)  # type: ignore[arg-type]
     if loop_of:
-        requests = row["rps"] * seconds
-        row["loop_cpu_ms_per_request"] = (thread_cpu_s(loop_of, loop_of) - before) * 1e3 / requests
+        row["loop_cpu_ms_per_request"] = (thread_cpu_s(loop_of, loop_of) - before) * 1e3 / max(row["requests"], 1)
     return row
 
 
@@ -109,18 +108,19 @@ def main() -> None:
         port = args.port + 1 + i
         proc = subprocess.Popen([*pinned(SERVER_CORE), sys.executable, __file__, "--serve", kind, "--port", str(port)])
         procs.append(proc)
-        servers[kind] = _Attached(f"http://127.0.0.1:{port}", proc)  # type: ignore[arg-type]
+        servers[kind] = Attached(f"http://127.0.0.1:{port}", proc)  # type: ignore[arg-type]
     service = Server(args.port, args.models_dir, args.model, {"FUSION_WORKERS": "1"})
     servers["fusion-serve"] = service
     concurrency = [int(x) for x in args.concurrency.split(",")]
-    runs: dict[str, dict[int, list[dict]]] = {name: {c: [] for c in concurrency} for name in servers}
+    # Keyed by str(concurrency), as JSON keeps them: the report reads the results written here the same way.
+    runs: dict[str, dict[str, list[dict]]] = {name: {str(c): [] for c in concurrency} for name in servers}
     try:
         for r in range(args.rounds):
             for c in concurrency:
                 for name, server in servers.items():
                     loop_of = service.proc.pid if server is service else None
                     row = measure(server, body, ctype, c, args.seconds, loop_of)
-                    runs[name][c].append(row)
+                    runs[name][str(c)].append(row)
                     print(f"round {r} c={c} {name}: {row['rps']:.0f} req/s, {row['cpu_ms_per_request']:.3f} ms CPU "
                           f"per request" + (f" (event loop {row['loop_cpu_ms_per_request']:.3f})" if loop_of else ""),
                           flush=True)
@@ -154,19 +154,19 @@ def report(result: dict, concurrency: list[int]) -> str:
     ]
     for c in concurrency:
         for name, by_c in runs.items():
-            rows = by_c[c] if c in by_c else by_c[str(c)]
+            rows = by_c[str(c)]
             rps, cpu = _median(rows, "rps"), _median(rows, "cpu_ms_per_request")
             loop = (f"{statistics.median(r['loop_cpu_ms_per_request'] for r in rows):.3f}"
                     if "loop_cpu_ms_per_request" in rows[0] else "")
             lines.append(f"| {c} | {name} | {rps[0]:.0f} | {cpu[0]:.3f} ({cpu[1]:.3f}..{cpu[2]:.3f}) | {loop} |")
     lines += ["", "## The most the stack allows", ""]
     for c in concurrency:
-        service = runs["fusion-serve"].get(c) or runs["fusion-serve"][str(c)]
+        service = runs["fusion-serve"][str(c)]
         total = statistics.median(r["cpu_ms_per_request"] for r in service)
         loop = statistics.median(r["loop_cpu_ms_per_request"] for r in service)
         model = total - loop
         for floor in ("raw", "fastapi"):
-            rows = runs[floor].get(c) or runs[floor][str(c)]
+            rows = runs[floor][str(c)]
             cost = statistics.median(r["cpu_ms_per_request"] for r in rows)
             lines.append(f"- concurrency {c}: the model's threads {model:.3f} ms per request; with nothing but the "
                          f"{floor} floor ({cost:.3f} ms) around them, a core would give at most "

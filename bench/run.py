@@ -191,6 +191,7 @@ def wrk(
         dist[le] = int(n)
     return {
         "concurrency": conns,
+        "requests": total,
         "rps": float(re.search(r"Requests/sec:\s+([0-9.]+)", out).group(1)),  # type: ignore[union-attr]
         "p50_ms": lat.get("50"),
         "p90_ms": lat.get("90"),

@@ -101,7 +101,7 @@ def plain_rps(args: argparse.Namespace, body: Path, ctype: str) -> dict:
     proc = subprocess.Popen([sys.executable, str(BENCH / "plain_fastapi.py"), "--port", str(args.port + 1),
                              "--models-dir", str(args.models_dir), "--model", args.model], cwd=ROOT,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    plain = _Attached(f"http://127.0.0.1:{args.port + 1}", proc)
+    plain = Attached(f"http://127.0.0.1:{args.port + 1}", proc)
     try:
         runs = [wrk(plain, body, ctype, 1, args.seconds, pin=None) for _ in range(args.repeats)]  # type: ignore[arg-type]
         return median_row(runs)
@@ -110,7 +110,7 @@ def plain_rps(args: argparse.Namespace, body: Path, ctype: str) -> dict:
         proc.wait(30)
 
 
-class _Attached:
+class Attached:
     """A server started elsewhere, as wrk() sees one (no batch histogram: it does not batch)."""
 
     def __init__(self, url: str, proc: subprocess.Popen[bytes]) -> None:
