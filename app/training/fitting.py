@@ -22,8 +22,9 @@ from app.training import evaluation as ev
 from app.training.augment import Augmentation
 from app.training.dataset import ManifestDataset, loader, modality_dropout
 from app.training.manifest import Manifest, read_manifest
-from app.training.options import TrainConfig, build_spec
+from app.training.options import TrainConfig
 from app.training.runtime import load_image_weights, resolve_device, write_checkpoint
+from app.training.train_spec import build_spec
 
 log = logging.getLogger(__name__)
 
